@@ -1,0 +1,98 @@
+"""The job launcher: a small process that forks one child per job.
+
+The embedded runner starts it once (`python -m pygeoapi_prefect._launcher CMD_FD EVENT_FD`).
+It imports Prefect, pygeoapi and the flow engine up front and stays single-threaded, so
+forking it is safe and each job process starts warm, in milliseconds. It talks to the
+runner over two pipes with `multiprocessing.connection.Connection` messages:
+
+- in: `("init", {"sys_path": ..., "api_url": ...})`, then `("run", JobLaunch)` per job;
+- out: `("started", flow_run_id, pid)`, then from the job's own process
+  `("finished", flow_run_id, code)` once the flow engine is done, and
+  `("exited", flow_run_id, exit_code)` when the process has ended.
+
+When the runner's pipe closes (the web server stopped) it lets running jobs finish and
+exits; each job records its own outcome in Prefect.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from multiprocessing.connection import Connection
+
+from pygeoapi_prefect._child import prepare, run_job
+from pygeoapi_prefect.embedded import JobLaunch
+
+__all__: list[str] = []
+
+
+def _fork_job(launch: JobLaunch, commands: Connection, events: Connection) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    # In the job's process: leave the pipes to the launcher and run the job. Exiting by
+    # SystemExit (not os._exit) lets Prefect drain its log and event workers at shutdown.
+    os.setpgrp()  # a group of its own: dismissing the job also stops what it started
+    commands.close()
+    code = 0
+    try:
+        run_job(launch)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    # The flow run's final state is recorded: tell the runner before Prefect's shutdown.
+    _report(events, ("finished", launch.flow_run.id, code))
+    events.close()
+    raise SystemExit(code)
+
+
+def main(command_fd: int, event_fd: int) -> None:
+    """Serve launch requests until the runner goes away.
+
+    Args:
+        command_fd: The pipe the runner writes requests to.
+        event_fd: The pipe this launcher reports to.
+    """
+    commands = Connection(command_fd, writable=False)
+    events = Connection(event_fd, readable=False)
+    children: dict[int, uuid.UUID] = {}
+    closing = False
+    while not closing or children:
+        if closing:
+            time.sleep(0.05)
+        elif commands.poll(0.02):
+            try:
+                kind, payload = commands.recv()
+            except EOFError:
+                closing = True
+                continue
+            if kind == "init":
+                sys.path[:] = payload["sys_path"]
+                prepare(payload["api_url"])
+            elif kind == "run":
+                pid = _fork_job(payload, commands, events)
+                children[pid] = payload.flow_run.id
+                closing = not _report(events, ("started", payload.flow_run.id, pid))
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            run_id = children.pop(pid)
+            if not closing:
+                closing = not _report(events, ("exited", run_id, os.waitstatus_to_exitcode(status)))
+
+
+def _report(events: Connection, message: tuple[str, uuid.UUID, int]) -> bool:
+    try:
+        events.send(message)
+    except OSError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]))

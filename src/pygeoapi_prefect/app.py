@@ -1,0 +1,564 @@
+"""Full conformance mode: pygeoapi's own Flask app, with the job routes answered here.
+
+pygeoapi's API layer, not the manager, stands between some OGC API - Processes
+requirements and a stock server: it passes no job-list filters to the manager, declares
+neither job-list nor dismiss, answers with short exception codes, and sends no failure
+message for a failed job's results. `create_app` takes pygeoapi's Flask app as it is,
+configured by the same config file, and replaces only the views of the job routes (and
+adds `/jobs/{id}/logs`); every other route stays pygeoapi's. Start it with
+`pygeoapi-prefect serve`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Flask, request
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.sorting import LogSort
+from pygeoapi.process.base import JobNotFoundError, JobResultNotFoundError
+from pygeoapi.util import JobStatus
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from pygeoapi_prefect.errors import OGCHTTPError, PrefectUnavailableError
+from pygeoapi_prefect.jobs import JobQuery, parse_job_id
+from pygeoapi_prefect.manager import PrefectManager
+
+__all__ = ["CONFORMANCE_CLASSES", "EXCEPTIONS", "create_app", "results_document"]
+
+LOGGER = logging.getLogger(__name__)
+
+CONF = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
+EXC = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
+REL = "http://www.opengis.net/def/rel/ogc/1.0/"
+
+CONFORMANCE_CLASSES = [f"{CONF}{name}" for name in ("job-list", "dismiss", "callback")]
+"""The classes this mode adds to those pygeoapi declares."""
+
+EXCEPTIONS = {
+    "NoSuchProcess": f"{EXC}no-such-process",
+    "NoSuchJob": f"{EXC}no-such-job",
+    "ResultNotReady": f"{EXC}result-not-ready",
+    "ResultNotAvailable": f"{EXC}result-not-available",
+    "InvalidQueryParameterValue": f"{EXC}invalid-query-parameter-value",
+}
+"""pygeoapi's short exception codes and the OGC exception URIs this mode answers with."""
+
+_MAX_LIMIT = 1000
+_DEFAULT_LIMIT = 10
+_JSON_TYPES = ("application/json",)
+
+
+def _problem(status: HTTPStatus, code: str, detail: str) -> Response:
+    body = {
+        "type": EXCEPTIONS.get(code, code),
+        "code": code,
+        "title": status.phrase,
+        "status": int(status),
+        "description": detail,
+        "detail": detail,
+    }
+    return Response(json.dumps(body), status=int(status), mimetype="application/json")
+
+
+class _BadQuery(ValueError):
+    pass
+
+
+def _is_json(response: Response) -> bool:
+    """Whether a response is JSON (pygeoapi sets headers as a plain dict: case matters)."""
+    for key, value in response.headers.items():
+        if key.lower() == "content-type":
+            mimetype = str(value).split(";")[0].strip().lower()
+            return mimetype == "application/json" or mimetype.endswith("+json")
+    return False
+
+
+def results_document(value: Any, outputs: dict[str, Any]) -> dict[str, Any]:
+    """Reshape a job's stored output as an OGC results document, keyed by output id.
+
+    pygeoapi wraps a `document` response as `{"outputs": [...]}` of `{"id", "value"}`
+    items; the standard's results document is `{"<output id>": <value>, ...}`.
+
+    Args:
+        value: The job's output as stored.
+        outputs: The process description's outputs.
+
+    Returns:
+        The results document.
+    """
+    wrapped = isinstance(value, dict) and set(value) == {"outputs"}
+    if wrapped and isinstance(value["outputs"], list):
+        items = value["outputs"]
+        value = items[0] if len(items) == 1 else items
+    if isinstance(value, dict) and {"id", "value"} <= set(value) and value["id"] in outputs:
+        return {str(value["id"]): value["value"]}
+    if isinstance(value, list) and all(
+        isinstance(item, dict) and {"id", "value"} <= set(item) for item in value
+    ):
+        return {str(item["id"]): item["value"] for item in value}
+    if isinstance(value, dict) and value and set(value) <= set(outputs):
+        return value
+    first = next(iter(outputs), "result")
+    return {first: value}
+
+
+def _first(name: str) -> str | None:
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise _BadQuery(f"{name} is given more than once")
+    return values[0] if values else None
+
+
+def _list(name: str) -> list[str]:
+    return [item for value in request.args.getlist(name) for item in value.split(",") if item]
+
+
+def _number(name: str) -> float | None:
+    value = _first(name)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise _BadQuery(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 <= number < 1e12:
+        raise _BadQuery(f"{name} must be a non-negative number of seconds")
+    return number
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise _BadQuery(f"datetime {text!r} is not an RFC 3339 date-time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _interval(value: str | None) -> tuple[datetime | None, datetime | None]:
+    if value is None:
+        return None, None
+    if "/" not in value:
+        instant = _instant(value)
+        return instant, instant
+    start, _, end = value.partition("/")
+    if "/" in end:
+        raise _BadQuery(f"datetime {value!r} is not an instant or an interval")
+    low = None if start in ("", "..") else _instant(start)
+    high = None if end in ("", "..") else _instant(end)
+    if low and high and low > high:
+        raise _BadQuery(f"datetime {value!r} ends before it starts")
+    return low, high
+
+
+def _job_query() -> JobQuery:
+    limit_text = _first("limit")
+    offset_text = _first("offset")
+    try:
+        limit = _DEFAULT_LIMIT if limit_text is None else int(limit_text)
+        offset = 0 if offset_text is None else int(offset_text)
+    except ValueError:
+        raise _BadQuery("limit and offset must be integers") from None
+    if not limit >= 1:
+        raise _BadQuery("limit must be at least 1")
+    if offset < 0:
+        raise _BadQuery("offset must not be negative")
+    statuses = []
+    for status in _list("status"):
+        try:
+            statuses.append(JobStatus(status))
+        except ValueError:
+            raise _BadQuery(
+                f"status {status!r} is not one of {[s.value for s in JobStatus]}"
+            ) from None
+    types = _list("type")
+    if any(t != "process" for t in types):
+        raise _BadQuery("type must be `process`")
+    low, high = _interval(_first("datetime"))
+    min_duration, max_duration = _number("minDuration"), _number("maxDuration")
+    if min_duration is not None and max_duration is not None and min_duration > max_duration:
+        raise _BadQuery("minDuration is greater than maxDuration")
+    return JobQuery(
+        process_ids=tuple(_list("processID")),
+        statuses=tuple(statuses),
+        created_after=low,
+        created_before=high,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        limit=min(limit, _MAX_LIMIT),
+        offset=offset,
+    )
+
+
+class _JobRoutes:
+    """The views of the job routes, over the manager."""
+
+    def __init__(self, manager: PrefectManager, base_url: str, max_body: int) -> None:
+        self.manager = manager
+        self.base_url = base_url.rstrip("/")
+        self.max_body = max_body
+
+    def status_info(self, job: dict[str, Any]) -> dict[str, Any]:
+        job_url = f"{self.base_url}/jobs/{job['identifier']}"
+        links = [
+            {"href": job_url, "rel": "self", "type": "application/json", "title": "this job"},
+            {"href": job_url, "rel": "monitor", "type": "application/json", "title": "status"},
+            {
+                "href": f"{job_url}/logs",
+                "rel": f"{REL}log",
+                "type": "application/json",
+                "title": "the job's Prefect logs",
+            },
+        ]
+        if job["status"] == JobStatus.successful.value:
+            links.append(
+                {
+                    "href": f"{job_url}/results",
+                    "rel": f"{REL}results",
+                    "type": job["mimetype"],
+                    "title": "results",
+                }
+            )
+        if self.manager.settings.ui_url:
+            links.append(
+                {
+                    "href": f"{self.manager.settings.ui_url.rstrip('/')}/runs/flow-run/"
+                    f"{job['identifier']}",
+                    "rel": "related",
+                    "type": "text/html",
+                    "title": "the job's flow run in the Prefect UI",
+                }
+            )
+        info = {
+            "jobID": job["identifier"],
+            "processID": job["process_id"],
+            "type": "process",
+            "status": job["status"],
+            "message": job["message"],
+            "progress": job["progress"],
+            "created": job["created"],
+            "started": job["started"],
+            "finished": job["finished"],
+            "updated": job["updated"],
+            "links": links,
+        }
+        return {key: value for key, value in info.items() if value is not None}
+
+    def _json(self, body: Any, status: int = 200) -> Response:
+        return Response(json.dumps(body), status=status, mimetype="application/json")
+
+    def jobs(self, job_id: str | None = None) -> Response:
+        if job_id is None:
+            return self.job_list()
+        if request.method == "DELETE":
+            return self.dismiss(job_id)
+        try:
+            return self._json(self.status_info(self.manager.get_job(job_id)))
+        except JobNotFoundError:
+            return _problem(HTTPStatus.NOT_FOUND, "NoSuchJob", f"no job {job_id[:64]!r}")
+
+    def job_list(self) -> Response:
+        try:
+            query = _job_query()
+        except _BadQuery as err:
+            return _problem(HTTPStatus.BAD_REQUEST, "InvalidQueryParameterValue", str(err))
+        jobs, matched = self.manager.find_jobs(query)
+        params = [(k, v) for k, v in request.args.items(multi=True) if k not in ("offset", "f")]
+        url = f"{self.base_url}/jobs"
+
+        def page(offset: int) -> str:
+            return f"{url}?{urlencode([*params, ('offset', str(offset))])}"
+
+        links = [
+            {"href": page(query.offset), "rel": "self", "type": "application/json"},
+            {"href": f"{url}?f=html", "rel": "alternate", "type": "text/html"},
+        ]
+        limit = query.limit or _DEFAULT_LIMIT
+        if query.offset + len(jobs) < matched:
+            links.append(
+                {"href": page(query.offset + limit), "rel": "next", "type": "application/json"}
+            )
+        if query.offset > 0:
+            links.append(
+                {
+                    "href": page(max(0, query.offset - limit)),
+                    "rel": "prev",
+                    "type": "application/json",
+                }
+            )
+        body = {
+            "jobs": [self.status_info(job) for job in jobs],
+            "links": links,
+            "numberMatched": matched,
+            "numberReturned": len(jobs),
+        }
+        return self._json(body)
+
+    def dismiss(self, job_id: str) -> Response:
+        try:
+            job = self.manager.get_job(job_id)
+            self.manager.delete_job(job_id)
+        except JobNotFoundError:
+            return _problem(HTTPStatus.NOT_FOUND, "NoSuchJob", f"no job {job_id[:64]!r}")
+        if job["status"] in (JobStatus.accepted.value, JobStatus.running.value):
+            with suppress(JobNotFoundError):
+                job = self.manager.get_job(job_id)
+        info = self.status_info(job)
+        info.update(status=JobStatus.dismissed.value, message="Job dismissed")
+        info["links"] = [{"href": f"{self.base_url}/jobs", "rel": "up", "type": "application/json"}]
+        return self._json(info)
+
+    def results(self, job_id: str) -> Response:
+        try:
+            job = self.manager.get_job(job_id)
+        except JobNotFoundError:
+            return _problem(HTTPStatus.NOT_FOUND, "NoSuchJob", f"no job {job_id[:64]!r}")
+        status = job["status"]
+        if status in (JobStatus.accepted.value, JobStatus.running.value):
+            return _problem(HTTPStatus.NOT_FOUND, "ResultNotReady", f"job is {status}")
+        if status == JobStatus.dismissed.value:
+            return _problem(HTTPStatus.NOT_FOUND, "ResultNotAvailable", "the job was dismissed")
+        if status == JobStatus.failed.value:
+            return _problem(HTTPStatus.BAD_REQUEST, "InvalidParameterValue", job["message"])
+        try:
+            mimetype, output = self.manager.get_job_result(job_id)
+        except JobResultNotFoundError as err:
+            return _problem(HTTPStatus.INTERNAL_SERVER_ERROR, "NoApplicableCode", str(err))
+        if job.get("response") == "document":
+            outputs = self.manager.processes_outputs(job["process_id"])
+            return self._json(results_document(output, outputs))
+        if mimetype in (None, "application/json") or isinstance(output, (dict, list)):
+            return self._json(output)
+        return Response(output, mimetype=mimetype)
+
+    def logs(self, job_id: str) -> Response:
+        run_id = parse_job_id(job_id)
+        try:
+            self.manager.get_job(job_id)
+        except JobNotFoundError:
+            return _problem(HTTPStatus.NOT_FOUND, "NoSuchJob", f"no job {job_id[:64]!r}")
+        assert run_id is not None
+        logs = self.manager.connection.client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+            sort=LogSort.TIMESTAMP_ASC,
+            limit=200,
+        )
+        body = [
+            {
+                "timestamp": log.timestamp.isoformat(),
+                "level": logging.getLevelName(log.level),
+                "message": log.message,
+                "taskRunID": str(log.task_run_id) if log.task_run_id else None,
+            }
+            for log in logs
+        ]
+        return self._json(body)
+
+    def check_execute(self) -> Response | None:
+        """Refuse execute requests that are too big or not JSON, before pygeoapi reads them."""
+        if request.content_length is not None and request.content_length > self.max_body:
+            return _problem(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "PayloadTooLarge",
+                f"execute requests are limited to {self.max_body} bytes",
+            )
+        mimetype = request.mimetype
+        if mimetype and not (mimetype in _JSON_TYPES or mimetype.endswith("+json")):
+            return _problem(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                f"execute requests are JSON: send Content-Type: application/json, not {mimetype}",
+            )
+        body = request.get_data(cache=True)
+        try:
+            document = json.loads(body) if body else None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            return _problem(HTTPStatus.BAD_REQUEST, "InvalidParameterValue", "malformed JSON body")
+        if not isinstance(document, dict):
+            return _problem(
+                HTTPStatus.BAD_REQUEST, "InvalidParameterValue", "the body must be a JSON object"
+            )
+        if not isinstance(document.get("inputs", {}), dict):
+            return _problem(
+                HTTPStatus.BAD_REQUEST, "InvalidParameterValue", "`inputs` must be a JSON object"
+            )
+        if document.get("response", "raw") not in ("raw", "document"):
+            return _problem(
+                HTTPStatus.BAD_REQUEST,
+                "InvalidParameterValue",
+                "`response` must be `raw` or `document`",
+            )
+        return None
+
+
+def _wants_html() -> bool:
+    return request.args.get("f") == "html" or (
+        "f" not in request.args and request.accept_mimetypes.best == "text/html"
+    )
+
+
+_JOB_LIST_PARAMETERS = [
+    ("processID", "Only jobs of these processes (comma-separated or repeated).", "string"),
+    ("status", "Only jobs with these statuses (comma-separated or repeated).", "string"),
+    ("type", "Only jobs of this type (`process`).", "string"),
+    ("datetime", "Only jobs created at this instant or in this interval.", "string"),
+    ("minDuration", "Only jobs that have run at least this many seconds.", "number"),
+    ("maxDuration", "Only jobs that have run at most this many seconds.", "number"),
+    ("limit", "The most jobs in one page.", "integer"),
+    ("offset", "How many matching jobs to skip.", "integer"),
+]
+
+
+def _openapi_additions(document: dict[str, Any]) -> dict[str, Any]:
+    """Declare what full conformance mode adds: job-list filters and the logs route."""
+    paths = document.setdefault("paths", {})
+    job_list = paths.get("/jobs", {}).get("get")
+    if isinstance(job_list, dict):
+        job_list["parameters"] = [
+            {
+                "name": name,
+                "in": "query",
+                "description": description,
+                "required": False,
+                "schema": {"type": kind, **({"minimum": 1} if name == "limit" else {})},
+                **({"style": "form", "explode": False} if kind == "string" else {}),
+            }
+            for name, description, kind in _JOB_LIST_PARAMETERS
+        ]
+        job_list["responses"]["400"] = {"description": "An invalid query parameter value."}
+    paths["/jobs/{jobId}/logs"] = {
+        "get": {
+            "summary": "Retrieve a job's logs",
+            "description": "The Prefect logs of the job's flow run, oldest first.",
+            "operationId": "getJobLogs",
+            "tags": ["jobs"],
+            "parameters": [
+                {
+                    "name": "jobId",
+                    "in": "path",
+                    "required": True,
+                    "description": "job identifier",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "The logs.",
+                    "content": {"application/json": {"schema": {"type": "array"}}},
+                },
+                "404": {"description": "No such job."},
+            },
+        }
+    }
+    return document
+
+
+def create_app() -> Flask:
+    """Return pygeoapi's Flask app (configured by PYGEOAPI_CONFIG) in full conformance mode.
+
+    Returns:
+        The app, with the job routes answered by this package.
+
+    Raises:
+        RuntimeError: When the configured manager is not a `PrefectManager`.
+    """
+    from pygeoapi import flask_app
+
+    app: Flask = flask_app.APP
+    api = flask_app.api_
+    manager = api.manager
+    if not isinstance(manager, PrefectManager):
+        raise RuntimeError(
+            "full conformance mode needs server.manager.name: "
+            "pygeoapi_prefect.manager.PrefectManager"
+        )
+    routes = _JobRoutes(manager, api.base_url, manager.settings.max_body_bytes)
+    views = app.view_functions
+    stock: dict[str, Callable[..., Any]] = dict(views)
+
+    def jobs(job_id: str | None = None) -> Any:
+        if _wants_html() and request.method == "GET":
+            return stock["pygeoapi.get_jobs"](job_id)
+        return routes.jobs(job_id)
+
+    def job_result(job_id: str) -> Any:
+        if _wants_html():
+            return stock["pygeoapi.get_job_result"](job_id)
+        return routes.results(job_id)
+
+    def execute(process_id: str) -> Any:
+        if process_id not in manager.processes:
+            return _problem(HTTPStatus.NOT_FOUND, "NoSuchProcess", f"no process {process_id!r}")
+        refused = routes.check_execute()
+        if refused is not None:
+            return refused
+        response = stock["pygeoapi.execute_process_jobs"](process_id)
+        document = json.loads(request.get_data(cache=True))
+        wants_document = document.get("response") == "document"
+        if wants_document and response.status_code == 200 and _is_json(response):
+            value = json.loads(response.get_data())
+            reshaped = results_document(value, manager.processes_outputs(process_id))
+            response.set_data(json.dumps(reshaped))
+        return response
+
+    def conformance() -> Any:
+        response = stock["pygeoapi.conformance"]()
+        if not _is_json(response):
+            return response
+        document = json.loads(response.get_data())
+        declared = document.get("conformsTo", [])
+        document["conformsTo"] = [*declared, *(c for c in CONFORMANCE_CLASSES if c not in declared)]
+        response.set_data(json.dumps(document))
+        return response
+
+    def openapi() -> Any:
+        response = stock["pygeoapi.openapi"]()
+        if response.status_code == 200 and _is_json(response):
+            document = json.loads(response.get_data())
+            response.set_data(json.dumps(_openapi_additions(document)))
+        return response
+
+    views["pygeoapi.openapi"] = openapi
+    views["pygeoapi.get_jobs"] = jobs
+    views["pygeoapi.get_job_result"] = job_result
+    views["pygeoapi.execute_process_jobs"] = execute
+    views["pygeoapi.conformance"] = conformance
+    app.add_url_rule("/jobs/<job_id>/logs", "pygeoapi_prefect.job_logs", routes.logs)
+    app.config["MAX_CONTENT_LENGTH"] = manager.settings.max_body_bytes
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        if isinstance(error, OGCHTTPError):
+            response: Response = error.get_response()
+            return response
+        status = HTTPStatus(error.code or 500)
+        return _problem(status, status.phrase.replace(" ", ""), error.description or status.phrase)
+
+    @app.errorhandler(PrefectUnavailableError)
+    def prefect_unavailable(error: PrefectUnavailableError) -> Response:
+        response: Response = error.get_response()
+        return response
+
+    @app.after_request
+    def ogc_exception_types(response: Response) -> Response:
+        """Give pygeoapi's own error documents the OGC exception URIs."""
+        if response.status_code < 400 or not _is_json(response):
+            return response
+        try:
+            document = json.loads(response.get_data())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return response
+        if isinstance(document, dict) and document.get("type") in EXCEPTIONS:
+            document["type"] = EXCEPTIONS[document["type"]]
+            response.set_data(json.dumps(document))
+        return response
+
+    return app

@@ -1,0 +1,121 @@
+"""Where the Prefect API is, and the one client the manager talks to it with.
+
+Three cases, decided at first use (never at construction, which also runs inside
+`pygeoapi openapi generate`):
+
+1. `server.manager.connection` (or `prefect.api_url`) names an API URL;
+2. else `PREFECT_API_URL` is set, as for any Prefect client;
+3. else the embedded default: Prefect's own local API server (SQLite, started in a
+   subprocess by Prefect's `SubprocessASGIServer`, the same one its ephemeral mode uses).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import httpx
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from pygeoapi_prefect.errors import PrefectUnavailableError
+
+__all__ = ["PrefectConnection"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+class _QuickRetryTransport(httpx.BaseTransport):
+    """Retry the Prefect API's 503 answers within milliseconds before giving up.
+
+    A Prefect server on SQLite answers 503 when the database is locked by another writer
+    (a job process recording its state). Prefect's client then waits 2 s, 4 s, 8 s... A
+    lock like that lasts milliseconds, so the web server first retries quickly, for up to
+    `budget` seconds, and only then lets Prefect's own back-off take over. Requests that
+    get a 503 were rolled back by the server, so sending them again is safe.
+    """
+
+    def __init__(self, budget: float = 3.0) -> None:
+        self._inner = httpx.HTTPTransport(
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16)
+        )
+        self._budget = budget
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = time.monotonic() + self._budget
+        delay = 0.01
+        while True:
+            response = self._inner.handle_request(request)
+            if response.status_code != 503 or time.monotonic() + delay > deadline:
+                return response
+            response.read()
+            response.close()
+            time.sleep(delay)
+            delay = min(2 * delay, 0.25)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class PrefectConnection:
+    """Lazily resolved Prefect API URL and a shared synchronous client.
+
+    Args:
+        api_url: An explicit API URL, or None to use PREFECT_API_URL or the embedded API.
+    """
+
+    def __init__(self, api_url: str | None = None) -> None:
+        self._configured_url = api_url
+        self._api_url: str | None = None
+        self._client: SyncPrefectClient | None = None
+        self._lock = threading.Lock()
+        self.embedded = False
+
+    @property
+    def api_url(self) -> str:
+        """The URL of the Prefect API, starting the embedded API server if needed."""
+        if self._api_url is None:
+            with self._lock:
+                if self._api_url is None:
+                    self._api_url = self._resolve()
+        return self._api_url
+
+    def _resolve(self) -> str:
+        url = self._configured_url or PREFECT_API_URL.value()
+        if url:
+            return str(url).rstrip("/")
+        from prefect.server.api.server import SubprocessASGIServer
+
+        LOGGER.info("No Prefect API configured: starting the embedded local Prefect API")
+        server = SubprocessASGIServer()
+        try:
+            server.start()
+        except (RuntimeError, OSError) as err:
+            raise PrefectUnavailableError(f"the embedded Prefect API did not start: {err}") from err
+        self.embedded = True
+        return server.api_url
+
+    @property
+    def client(self) -> SyncPrefectClient:
+        """A synchronous Prefect client bound to `api_url`, shared by all threads."""
+        if self._client is None:
+            api_url = self.api_url
+            with self._lock:
+                if self._client is None:
+                    settings: dict[str, object] = {}
+                    if api_url.startswith("http://"):
+                        # (over TLS, Prefect's own transport keeps its certificate settings)
+                        settings["transport"] = _QuickRetryTransport()
+                    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+                        client = get_client(sync_client=True, httpx_settings=settings)
+                    client.__enter__()
+                    self._client = client
+        return self._client
+
+    def close(self) -> None:
+        """Close the client; a later use opens a new one."""
+        with self._lock:
+            if self._client is not None:
+                self._client.__exit__(None, None, None)
+                self._client = None

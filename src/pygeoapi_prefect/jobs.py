@@ -1,0 +1,215 @@
+"""How a Prefect flow run reads as an OGC job.
+
+A job *is* a flow run: the job id is the flow run's UUID, the process id travels as a tag,
+and everything pygeoapi shows about a job (status, message, progress, timestamps) is read
+from the flow run and its state. Nothing about a job is kept outside Prefect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from prefect.client.schemas.objects import FlowRun, StateType
+from pygeoapi.util import DATETIME_FORMAT, JobStatus
+
+__all__ = [
+    "JOB_TAG",
+    "LABEL_MIMETYPE",
+    "PROCESS_TAG_PREFIX",
+    "JobQuery",
+    "created_of",
+    "duration_of",
+    "job_record",
+    "parse_job_id",
+    "process_id_of",
+    "process_tag",
+    "to_job_status",
+]
+
+JOB_TAG = "pygeoapi"
+"""Tag on every flow run that is an OGC job."""
+
+PROCESS_TAG_PREFIX = "pygeoapi-process:"
+"""Prefix of the tag that names a job's process, e.g. `pygeoapi-process:hello-world`."""
+
+LABEL_MIMETYPE = "pygeoapi.mimetype"
+"""Flow-run label holding the media type of a finished job's result."""
+
+_RUNNING_SCHEDULED_NAMES = {"AwaitingRetry", "Retrying"}
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """Which jobs a job list asks for (the OGC job-list filters), and which page."""
+
+    process_ids: tuple[str, ...] = ()
+    statuses: tuple[JobStatus, ...] = ()
+    created_after: dt.datetime | None = None
+    created_before: dt.datetime | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+    limit: int | None = None
+    offset: int = 0
+
+
+def process_tag(process_id: str) -> str:
+    """Return the tag that marks a flow run as a job of `process_id`."""
+    return f"{PROCESS_TAG_PREFIX}{process_id}"
+
+
+def process_id_of(flow_run: FlowRun) -> str | None:
+    """Return the process id recorded on a flow run, or None if it is not a job."""
+    for tag in flow_run.tags:
+        if tag.startswith(PROCESS_TAG_PREFIX):
+            return tag[len(PROCESS_TAG_PREFIX) :]
+    return None
+
+
+def parse_job_id(job_id: Any) -> uuid.UUID | None:
+    """Validate a job id from a request.
+
+    Only the canonical textual form of a UUID is accepted, so that nothing else a client
+    sends (paths, filters, huge strings) ever reaches Prefect or the filesystem.
+
+    Args:
+        job_id: The job id as received.
+
+    Returns:
+        The UUID, or None when `job_id` is not a job id.
+    """
+    if not isinstance(job_id, str) or len(job_id) != 36:
+        return None
+    try:
+        parsed = uuid.UUID(job_id)
+    except ValueError:
+        return None
+    return parsed if str(parsed) == job_id.lower() else None
+
+
+def to_job_status(state_type: StateType | None, state_name: str | None) -> JobStatus:
+    """Map a Prefect state to an OGC job status.
+
+    Args:
+        state_type: The type of the flow run's state.
+        state_name: The name of the flow run's state (AwaitingRetry is a SCHEDULED state).
+
+    Returns:
+        The OGC status.
+    """
+    if state_type in (StateType.SCHEDULED, StateType.PENDING, None):
+        if state_name in _RUNNING_SCHEDULED_NAMES:
+            return JobStatus.running
+        return JobStatus.accepted
+    if state_type in (StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING):
+        return JobStatus.running
+    if state_type == StateType.COMPLETED:
+        return JobStatus.successful
+    if state_type == StateType.CANCELLED:
+        return JobStatus.dismissed
+    return JobStatus.failed
+
+
+def created_of(flow_run: FlowRun) -> dt.datetime | None:
+    """When a job was created: the time its flow run was scheduled for.
+
+    Job lists sort and filter by this time in Prefect's queries (`expected_start_time`),
+    so it is also the `created` a job shows.
+    """
+    return flow_run.expected_start_time or flow_run.created
+
+
+def duration_of(flow_run: FlowRun, now: dt.datetime) -> float | None:
+    """Seconds a job has run (until now while running), or None if it has not started."""
+    if flow_run.start_time is None:
+        return None
+    state = flow_run.state
+    end = flow_run.end_time if state is not None and state.is_final() else None
+    return ((end or now) - flow_run.start_time).total_seconds()
+
+
+def _timestamp(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).strftime(DATETIME_FORMAT)
+
+
+def _message(flow_run: FlowRun, status: JobStatus, progress_message: str | None) -> str:
+    state = flow_run.state
+    state_message = state.message if state is not None else None
+    if state is not None and state.type == StateType.CANCELLING:
+        return state_message or "Job is being dismissed"
+    if status == JobStatus.failed:
+        name = (state.name if state is not None else None) or "Failed"
+        return f"{name}: {state_message}" if state_message else f"Job {name.lower()}"
+    if status == JobStatus.running and progress_message:
+        return progress_message
+    if state_message:
+        return state_message
+    return {
+        JobStatus.accepted: "Job accepted and ready for execution",
+        JobStatus.running: "Job running",
+        JobStatus.successful: "Job complete",
+        JobStatus.dismissed: "Job dismissed",
+    }.get(status, "")
+
+
+def job_record(
+    flow_run: FlowRun,
+    progress: tuple[int, str | None] | None = None,
+) -> dict[str, Any]:
+    """Build the job mapping pygeoapi expects from a flow run.
+
+    Args:
+        flow_run: The flow run of the job.
+        progress: The last progress the job reported (percent, message), if any.
+
+    Returns:
+        The job as pygeoapi's API layer reads it (keys of `BaseManager.get_job`).
+    """
+    state = flow_run.state
+    status = to_job_status(
+        state.type if state else flow_run.state_type, state.name if state else None
+    )
+    percent, progress_message = progress if progress is not None else (None, None)
+    if status == JobStatus.successful:
+        percent = 100
+    elif percent is None:
+        percent = 0
+    updated = max(
+        (t for t in (flow_run.updated, state.timestamp if state else None) if t is not None),
+        default=created_of(flow_run),
+    )
+    return {
+        "type": "process",
+        "identifier": str(flow_run.id),
+        "process_id": process_id_of(flow_run),
+        "status": status.value,
+        "message": _message(flow_run, status, progress_message),
+        "progress": percent,
+        "created": _timestamp(created_of(flow_run)),
+        "started": _timestamp(flow_run.start_time),
+        "finished": _timestamp(flow_run.end_time) if state and state.is_final() else None,
+        "updated": _timestamp(updated),
+        "mimetype": flow_run.labels.get(LABEL_MIMETYPE, "application/json")
+        if flow_run.labels
+        else "application/json",
+        "location": None,
+        "parameters": _inputs(flow_run.parameters),
+        "response": _response(flow_run.parameters),
+    }
+
+
+def _inputs(parameters: dict[str, Any]) -> Any:
+    request = parameters.get("execute_request")
+    if isinstance(request, dict):
+        return request.get("inputs")
+    return parameters.get("inputs")
+
+
+def _response(parameters: dict[str, Any]) -> str:
+    request = parameters.get("execute_request")
+    source = request if isinstance(request, dict) else parameters
+    return str(source.get("response") or "raw")

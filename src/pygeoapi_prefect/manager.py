@@ -1,0 +1,673 @@
+"""The pygeoapi process manager whose jobs are Prefect flow runs.
+
+A job's life, by module:
+
+1. `manager.PrefectManager.execute_process` validates the request and creates the job's
+   flow run (`SCHEDULED`, tagged with the process id): the job id is the flow run id;
+2. `embedded.EmbeddedRunner` runs it in a child process with Prefect's flow engine
+   (`flows.build_process_flow` wraps the processor), or a Prefect worker runs it when the
+   process has a deployment;
+3. `progress.report_progress` and the flow run's states tell how it goes, read back by
+   `jobs.job_record`;
+4. `results.ResultStorage` keeps its output in Prefect result storage;
+5. `PrefectManager.delete_job` dismisses it (CANCELLED) or removes it with its results.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect.client.schemas import OrchestrationResult
+from prefect.client.schemas.actions import FlowRunCreate
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun, FlowRunPolicy, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelled, Cancelling, Pending, Scheduled, to_state_create
+from prefect.utilities.names import generate_slug
+from pygeoapi.process.base import (
+    BaseProcessor,
+    JobNotFoundError,
+    JobResultNotFoundError,
+    ProcessorExecuteError,
+)
+from pygeoapi.process.manager.base import BaseManager
+from pygeoapi.util import (
+    JobStatus,
+    ProcessExecutionMode,
+    RequestedProcessExecutionMode,
+    RequestedResponse,
+    Subscriber,
+)
+
+from pygeoapi_prefect.callbacks import CallbackURLError
+from pygeoapi_prefect.connection import PrefectConnection
+from pygeoapi_prefect.embedded import LABEL_RUNNER, EmbeddedRunner, JobLaunch, runner_id
+from pygeoapi_prefect.errors import (
+    DeploymentNotFoundError,
+    InvalidInputError,
+    JobStillRunningError,
+    ResultNotAvailableError,
+    prefect_api_errors,
+)
+from pygeoapi_prefect.flows import job_flow_name, job_parameters
+from pygeoapi_prefect.jobs import (
+    JOB_TAG,
+    JobQuery,
+    duration_of,
+    job_record,
+    parse_job_id,
+    process_id_of,
+    process_tag,
+    to_job_status,
+)
+from pygeoapi_prefect.process.base import BasePrefectProcessor, flow_parameters
+from pygeoapi_prefect.progress import read_progress
+from pygeoapi_prefect.results import ResultStorage, ResultUnavailableError
+from pygeoapi_prefect.schemas import ExecuteRequest
+from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings
+from pygeoapi_prefect.subscriber import subscriber_labels
+from pygeoapi_prefect.validation import InputValidationError, validate_inputs
+
+__all__ = ["PrefectManager"]
+
+LOGGER = logging.getLogger(__name__)
+
+_STATUS_STATE_TYPES: dict[JobStatus, list[StateType]] = {
+    JobStatus.accepted: [StateType.SCHEDULED, StateType.PENDING],
+    JobStatus.running: [StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING],
+    JobStatus.successful: [StateType.COMPLETED],
+    JobStatus.failed: [StateType.FAILED, StateType.CRASHED],
+    JobStatus.dismissed: [StateType.CANCELLED],
+}
+
+
+_PREFECT_PAGE = 200
+"""The most flow runs the Prefect API returns per request (its default limit)."""
+
+_DURATION_SCAN_LIMIT = 10_000
+"""The most jobs a duration filter examines (after Prefect's own filtering)."""
+
+
+def _within(value: float | None, low: float | None, high: float | None) -> bool:
+    if value is None:
+        return False
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+class PrefectManager(BaseManager):  # type: ignore[misc]
+    """A pygeoapi manager that runs every OGC job as a Prefect flow run.
+
+    Configure it in pygeoapi's config as
+    `server.manager.name: pygeoapi_prefect.manager.PrefectManager`; see
+    `pygeoapi_prefect.settings.ManagerSettings` for its options. Constructing it contacts
+    nothing: the Prefect API is reached (or the embedded one started) at first use.
+
+    Args:
+        manager_def: pygeoapi's `server.manager` mapping, with `processes` added.
+    """
+
+    def __init__(self, manager_def: dict[str, Any]) -> None:
+        super().__init__(manager_def)
+        self.is_async = True
+        self.supports_subscribing = True
+        self.settings = ManagerSettings.from_manager_def(manager_def)
+        self.connection = PrefectConnection(self.settings.api_url)
+        self.results = ResultStorage(self.settings)
+        self.runner = EmbeddedRunner(
+            self.connection,
+            cancel_grace=self.settings.cancel_grace,
+            max_running=self.settings.max_running_jobs,
+        )
+        self._flow_ids: dict[str, uuid.UUID] = {}
+        self._deployment_ids: dict[str, uuid.UUID] = {}
+        self._recovery_started = False
+
+    # -- processes ----------------------------------------------------------------------
+
+    def get_processor(self, process_id: str) -> BaseProcessor:
+        """Return the processor of a process, advertising that its jobs can be dismissed.
+
+        Args:
+            process_id: The process id.
+
+        Returns:
+            A processor instance.
+
+        Raises:
+            UnknownProcessError: If the process is not configured.
+        """
+        processor: BaseProcessor = super().get_processor(process_id)
+        options = list(processor.metadata.get("jobControlOptions", []))
+        if "dismiss" not in options:
+            processor.metadata = {**processor.metadata, "jobControlOptions": [*options, "dismiss"]}
+        return processor
+
+    def processes_outputs(self, process_id: str | None) -> dict[str, Any]:
+        """Return the outputs a process describes (none for an unknown process).
+
+        Args:
+            process_id: The process id.
+
+        Returns:
+            The `outputs` of its description, by output id.
+        """
+        if process_id is None or process_id not in self.processes:
+            return {}
+        outputs: dict[str, Any] = self.get_processor(process_id).metadata.get("outputs", {})
+        return outputs
+
+    def process_settings(self, process_id: str) -> ProcessSettings:
+        """Return the Prefect options of a configured process.
+
+        Args:
+            process_id: The process id.
+
+        Returns:
+            The process's `processor.prefect` options (defaults when absent).
+        """
+        processor_def = self.processes[process_id]["processor"]
+        return ProcessSettings.model_validate(processor_def.get("prefect") or {})
+
+    # -- reading jobs -------------------------------------------------------------------
+
+    @contextmanager
+    def _api(self) -> Iterator[None]:
+        with prefect_api_errors():
+            if not self._recovery_started:
+                self._recovery_started = True
+                threading.Thread(
+                    target=self._recover, name="pygeoapi-prefect-recovery", daemon=True
+                ).start()
+            yield
+
+    def _recover(self) -> None:
+        """Take over this host's embedded jobs that a previous server process left behind."""
+        try:
+            self.runner.recover(self._launch_again)
+        except Exception:
+            LOGGER.warning("Could not recover the jobs of a previous server", exc_info=True)
+
+    def _launch_again(self, flow_run: FlowRun) -> JobLaunch | None:
+        process_id = process_id_of(flow_run)
+        if process_id is None or process_id not in self.processes:
+            return None
+        settings = self.process_settings(process_id)
+        return JobLaunch(
+            flow_run=flow_run,
+            process_id=process_id,
+            processor_def=self.processes[process_id]["processor"],
+            settings=settings,
+            result_storage=self.results.block_for(self.connection.api_url, settings.result_storage),
+        )
+
+    def _read_job_run(self, job_id: str) -> FlowRun:
+        run_id = parse_job_id(job_id)
+        if run_id is None:
+            raise JobNotFoundError(f"{job_id!r} is not a job id")
+        try:
+            flow_run = self.connection.client.read_flow_run(run_id)
+        except ObjectNotFound as err:
+            raise JobNotFoundError(job_id) from err
+        if JOB_TAG not in flow_run.tags:
+            raise JobNotFoundError(job_id)
+        return flow_run
+
+    def _records(self, flow_runs: list[FlowRun]) -> list[dict[str, Any]]:
+        running = [
+            run.id
+            for run in flow_runs
+            if to_job_status(run.state_type, run.state_name) == JobStatus.running
+        ]
+        progress = read_progress(self.connection.client, running)
+        return [job_record(run, progress.get(run.id)) for run in flow_runs]
+
+    def find_jobs(self, query: JobQuery) -> tuple[list[dict[str, Any]], int]:
+        """Find jobs by the OGC job-list filters, newest first.
+
+        Process, status and creation time are filters of the Prefect query itself. A
+        duration filter narrows the query (jobs must have started, long enough ago), and
+        the exact duration is then checked on what Prefect returns.
+
+        Args:
+            query: The filters and the page.
+
+        Returns:
+            (the page of job records, how many jobs match in all).
+        """
+        now = datetime.now(UTC)
+        tags = FlowRunFilterTags(
+            all_=[JOB_TAG], any_=[process_tag(p) for p in query.process_ids] or None
+        )
+        flow_run_filter = FlowRunFilter(tags=tags)
+        if query.statuses:
+            types = [t for status in query.statuses for t in _STATUS_STATE_TYPES[status]]
+            flow_run_filter.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=types))
+        if query.created_after or query.created_before:
+            flow_run_filter.expected_start_time = FlowRunFilterExpectedStartTime(
+                after_=query.created_after, before_=query.created_before
+            )
+        durations = query.min_duration is not None or query.max_duration is not None
+        if durations:
+            flow_run_filter.start_time = FlowRunFilterStartTime(
+                is_null_=False,
+                before_=now - timedelta(seconds=query.min_duration or 0),
+            )
+        with self._api():
+            if not durations:
+                flow_runs = self._read_flow_runs(flow_run_filter, query.limit, query.offset)
+                matched = self.connection.client.count_flow_runs(flow_run_filter=flow_run_filter)
+                return self._records(flow_runs), matched
+            matching = [
+                run
+                for run in self._read_flow_runs(flow_run_filter, _DURATION_SCAN_LIMIT, 0)
+                if _within(duration_of(run, now), query.min_duration, query.max_duration)
+            ]
+            end = None if query.limit is None else query.offset + query.limit
+            page = matching[query.offset : end]
+            return self._records(page), len(matching)
+
+    def get_jobs(
+        self,
+        status: JobStatus | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> dict[str, Any]:
+        """List jobs, newest first, paged by the Prefect API.
+
+        Args:
+            status: Only jobs with this status.
+            limit: At most this many jobs.
+            offset: Skip this many jobs first.
+
+        Returns:
+            `{"jobs": [...], "numberMatched": total}`.
+        """
+        statuses = (JobStatus(status),) if status is not None else ()
+        jobs, matched = self.find_jobs(JobQuery(statuses=statuses, limit=limit, offset=offset or 0))
+        for job in jobs:
+            # pygeoapi's API layer re-sorts each page by `started`, which must be a string.
+            job["started"] = job["started"] or job["created"]
+        return {"jobs": jobs, "numberMatched": matched}
+
+    def _read_flow_runs(
+        self, flow_run_filter: FlowRunFilter, limit: int | None, offset: int
+    ) -> list[FlowRun]:
+        """Read a page of job flow runs, newest first, in requests Prefect accepts."""
+        wanted = limit if limit is not None else _PREFECT_PAGE
+        flow_runs: list[FlowRun] = []
+        while len(flow_runs) < wanted:
+            chunk = self.connection.client.read_flow_runs(
+                flow_run_filter=flow_run_filter,
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=min(_PREFECT_PAGE, wanted - len(flow_runs)),
+                offset=offset + len(flow_runs),
+            )
+            flow_runs += chunk
+            if len(chunk) < min(_PREFECT_PAGE, wanted):
+                break
+        return flow_runs
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """Return one job.
+
+        Args:
+            job_id: The job id (a flow run id).
+
+        Returns:
+            The job record.
+
+        Raises:
+            JobNotFoundError: If there is no such job.
+        """
+        with self._api():
+            return self._records([self._read_job_run(job_id)])[0]
+
+    def get_job_result(self, job_id: str) -> tuple[str | None, Any]:
+        """Return the output of a successful job.
+
+        Args:
+            job_id: The job id.
+
+        Returns:
+            (media type, output).
+
+        Raises:
+            JobNotFoundError: If there is no such job.
+            JobResultNotFoundError: If the job has no readable result.
+        """
+        with self._api():
+            flow_run = self._read_job_run(job_id)
+            status = to_job_status(flow_run.state_type, flow_run.state_name)
+            if status != JobStatus.successful or flow_run.state is None:
+                raise ResultNotAvailableError(f"Job {job_id} is {status.value}: it has no results")
+            try:
+                output = self.results.read(self.connection.client, flow_run.state)
+            except ResultUnavailableError as err:
+                LOGGER.error("Result of job %s: %s", job_id, err)
+                raise JobResultNotFoundError(str(err)) from err
+        return output["mimetype"], output["value"]
+
+    # -- writing jobs -------------------------------------------------------------------
+
+    def _flow_id(self, flow_name: str) -> uuid.UUID:
+        flow_id = self._flow_ids.get(flow_name)
+        if flow_id is None:
+            flow_id = self.connection.client.create_flow_from_name(flow_name)
+            self._flow_ids[flow_name] = flow_id
+        return flow_id
+
+    def _tags(self, process_id: str, settings: ProcessSettings) -> list[str]:
+        return [JOB_TAG, process_tag(process_id), *self.settings.tags, *settings.tags]
+
+    def _create_flow_run(
+        self,
+        flow_name: str,
+        process_id: str,
+        parameters: dict[str, Any],
+        settings: ProcessSettings,
+        labels: dict[str, str] | None = None,
+    ) -> FlowRun:
+        client = self.connection.client
+        body = FlowRunCreate(
+            labels=labels or {},
+            flow_id=self._flow_id(flow_name),
+            name=f"{process_id}-{generate_slug(2)}",
+            parameters=parameters,
+            tags=self._tags(process_id, settings),
+            state=to_state_create(Scheduled(scheduled_time=datetime.now(UTC))),
+            empirical_policy=FlowRunPolicy(
+                retries=settings.retries, retry_delay=int(settings.retry_delay)
+            ),
+        )
+        response = client.request(
+            "POST", "/flow_runs/", json=body.model_dump(mode="json", exclude_unset=True)
+        )
+        flow_run = FlowRun.model_validate(response.json())
+        flow_run.parameters = parameters
+        if "job_id" in parameters:
+            flow_run = self._set_job_id(flow_run)
+        return flow_run
+
+    def add_job(self, job_metadata: dict[str, Any]) -> str:
+        """Record a job for a process without running it.
+
+        pygeoapi's own execution calls this; this manager's `execute_process` creates
+        jobs itself, so this serves code that manages jobs by hand.
+
+        Args:
+            job_metadata: pygeoapi's job record; `process_id` is required.
+
+        Returns:
+            The new job id.
+        """
+        process_id = str(job_metadata["process_id"])
+        with self._api():
+            flow_run = self._create_flow_run(
+                process_id, process_id, job_parameters({}, None, "raw"), ProcessSettings()
+            )
+        return str(flow_run.id)
+
+    def update_job(self, job_id: str, update_dict: dict[str, Any]) -> bool:
+        """Update a job's status and message.
+
+        Args:
+            job_id: The job id.
+            update_dict: pygeoapi's job fields to change (`status`, `message`).
+
+        Returns:
+            True when the job was updated.
+        """
+        from prefect.states import Completed, Failed, Running
+
+        states = {
+            JobStatus.accepted.value: Scheduled,
+            JobStatus.running.value: Running,
+            JobStatus.successful.value: Completed,
+            JobStatus.failed.value: Failed,
+            JobStatus.dismissed.value: Cancelled,
+        }
+        with self._api():
+            flow_run = self._read_job_run(job_id)
+            new_status = update_dict.get("status")
+            if new_status is None:
+                return True
+            state_class = states[JobStatus(new_status).value]
+            result: OrchestrationResult[Any] = self.connection.client.set_flow_run_state(
+                flow_run.id, state_class(message=update_dict.get("message")), force=True
+            )
+        return result.state is not None
+
+    def delete_job(self, job_id: str) -> bool:
+        """Dismiss a job, or remove a finished one with its results.
+
+        A job that has not finished is cancelled: its flow run ends CANCELLED and its
+        process is stopped (here, or by whichever replica or worker runs it). A finished
+        job's result is deleted from result storage and its flow run from Prefect.
+
+        Args:
+            job_id: The job id.
+
+        Returns:
+            True.
+
+        Raises:
+            JobNotFoundError: If there is no such job.
+        """
+        with self._api():
+            flow_run = self._read_job_run(job_id)
+            state = flow_run.state
+            client = self.connection.client
+            if state is not None and state.is_final():
+                self.results.delete(client, state)
+                client.delete_flow_run(flow_run.id)
+                return True
+            if self.runner.cancel(flow_run.id):
+                return True
+            if state is None or state.type in (StateType.SCHEDULED, StateType.PAUSED):
+                client.set_flow_run_state(
+                    flow_run.id, Cancelled(message="Job dismissed"), force=True
+                )
+            else:
+                client.set_flow_run_state(
+                    flow_run.id, Cancelling(message="Job dismissed"), force=True
+                )
+                # Whoever runs it (a replica, a worker) stops it; answer once it has.
+                self._await_final(flow_run.id, timeout=self.settings.dismiss_wait)
+        return True
+
+    def _await_final(self, run_id: uuid.UUID, timeout: float) -> bool:
+        """Poll a flow run (that another process runs) until it is final or time is up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            flow_run = self.connection.client.read_flow_run(run_id)
+            if flow_run.state is not None and flow_run.state.is_final():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+    # -- execution ----------------------------------------------------------------------
+
+    def _is_async(
+        self, processor: BaseProcessor, execution_mode: RequestedProcessExecutionMode | None
+    ) -> tuple[bool, dict[str, str] | None]:
+        """Decide sync or async as pygeoapi does, and the Preference-Applied header."""
+        options = processor.metadata.get("jobControlOptions", [])
+        respond_async = RequestedProcessExecutionMode.respond_async.value
+        wait = RequestedProcessExecutionMode.wait.value
+        if execution_mode == RequestedProcessExecutionMode.respond_async:
+            if ProcessExecutionMode.async_execute.value in options:
+                return True, {"Preference-Applied": respond_async}
+            return False, {"Preference-Applied": wait}
+        if ProcessExecutionMode.sync_execute.value not in options:
+            return True, {"Preference-Applied": respond_async}
+        if execution_mode == RequestedProcessExecutionMode.wait:
+            return False, None
+        return False, {"Preference-Applied": wait}
+
+    def execute_process(
+        self,
+        process_id: str,
+        data_dict: dict[str, Any],
+        execution_mode: RequestedProcessExecutionMode | None = None,
+        requested_outputs: dict[str, Any] | None = None,
+        subscriber: Subscriber | None = None,
+        requested_response: str | None = RequestedResponse.raw.value,
+    ) -> tuple[str, str | None, Any, JobStatus, dict[str, str] | None]:
+        """Run a process as a Prefect flow run, synchronously or in the background.
+
+        Args:
+            process_id: The process id.
+            data_dict: The `inputs` of the execute request.
+            execution_mode: The client's `Prefer` preference, if any.
+            requested_outputs: The `outputs` of the execute request.
+            subscriber: Callback URLs, checked now and called from wherever the job runs.
+            requested_response: `raw` or `document`.
+
+        Returns:
+            (job id, media type, outputs, status, extra response headers).
+
+        Raises:
+            UnknownProcessError: If the process is not configured.
+            InvalidInputError: If an input does not fit the process description (400).
+            ProcessorExecuteError: If the job cannot be created or a sync job times out.
+        """
+        processor = self.get_processor(process_id)
+        run_async, headers = self._is_async(processor, execution_mode)
+        response = requested_response or RequestedResponse.raw.value
+        settings = self.process_settings(process_id)
+        inputs = data_dict if data_dict is not None else {}
+        try:
+            validate_inputs(processor.metadata, inputs)
+            labels = subscriber_labels(subscriber, self.settings.callback_allow)
+        except (InputValidationError, CallbackURLError) as err:
+            raise InvalidInputError(str(err)) from err
+        if isinstance(processor, BasePrefectProcessor):
+            request = ExecuteRequest(inputs=inputs, outputs=requested_outputs, response=response)
+            parameters = flow_parameters(None, request, processor.process_description)
+        else:
+            parameters = job_parameters(inputs, requested_outputs, response)
+        with self._api():
+            if settings.deployment:
+                flow_run = self._create_deployment_run(process_id, parameters, settings, labels)
+            else:
+                flow_run = self._create_flow_run(
+                    job_flow_name(process_id, processor),
+                    process_id,
+                    parameters,
+                    settings,
+                    {**labels, LABEL_RUNNER: runner_id()},
+                )
+                self.runner.start(
+                    JobLaunch(
+                        flow_run=flow_run,
+                        process_id=process_id,
+                        processor_def=self.processes[process_id]["processor"],
+                        settings=settings,
+                        result_storage=self.results.block_for(
+                            self.connection.api_url, settings.result_storage
+                        ),
+                    )
+                )
+        job_id = str(flow_run.id)
+        LOGGER.info("Job %s of %s started as flow run %s", job_id, process_id, flow_run.name)
+        if run_async:
+            return job_id, "application/json", None, JobStatus.accepted, headers
+        mimetype, outputs, status = self._sync_outcome(flow_run.id)
+        return job_id, mimetype, outputs, status, headers
+
+    def _create_deployment_run(
+        self,
+        process_id: str,
+        parameters: dict[str, Any],
+        settings: ProcessSettings,
+        labels: dict[str, str],
+    ) -> FlowRun:
+        """Create a job's flow run from the process's deployment, for a worker to run."""
+        client = self.connection.client
+        name = str(settings.deployment)
+        deployment_id = self._deployment_ids.get(name)
+        if deployment_id is None:
+            try:
+                deployment_id = client.read_deployment_by_name(name).id
+            except ObjectNotFound as err:
+                raise DeploymentNotFoundError(
+                    f"Process {process_id} is configured to run on deployment {name!r}, which "
+                    f"does not exist: run `pygeoapi-prefect deploy-process {process_id}`"
+                ) from err
+            self._deployment_ids[name] = deployment_id
+        needs_job_id = "job_id" in parameters
+        flow_run = client.create_flow_run_from_deployment(
+            deployment_id,
+            parameters=parameters,
+            name=f"{process_id}-{generate_slug(2)}",
+            tags=self._tags(process_id, settings),
+            work_queue_name=settings.work_queue,
+            job_variables=settings.job_variables or None,
+            labels=dict(labels) or None,
+            # A worker only picks up SCHEDULED runs: hold it until the job id is set.
+            state=Pending() if needs_job_id else Scheduled(scheduled_time=datetime.now(UTC)),
+        )
+        if needs_job_id:
+            flow_run = self._set_job_id(flow_run)
+            client.set_flow_run_state(
+                flow_run.id, Scheduled(scheduled_time=datetime.now(UTC)), force=True
+            )
+        return flow_run
+
+    def _set_job_id(self, flow_run: FlowRun) -> FlowRun:
+        parameters = {**flow_run.parameters, "job_id": str(flow_run.id)}
+        self.connection.client.update_flow_run(flow_run.id, parameters=parameters)
+        flow_run.parameters = parameters
+        return flow_run
+
+    def _sync_outcome(self, run_id: uuid.UUID) -> tuple[str | None, Any, JobStatus]:
+        timeout = self.settings.sync_timeout
+        if self.runner.owns(run_id):
+            finished = self.runner.wait(run_id, timeout)
+        else:
+            with self._api():
+                finished = self._await_final(run_id, timeout)
+        if not finished:
+            raise JobStillRunningError(
+                f"Job {run_id} is still running after {self.settings.sync_timeout:g} s; "
+                f"it goes on: poll /jobs/{run_id} for its status"
+            )
+        with self._api():
+            flow_run = self.connection.client.read_flow_run(run_id)
+            status = to_job_status(flow_run.state_type, flow_run.state_name)
+            if status == JobStatus.successful and flow_run.state is not None:
+                try:
+                    output = self.results.read(self.connection.client, flow_run.state)
+                except ResultUnavailableError as err:
+                    raise ProcessorExecuteError(user_msg=f"Job {run_id}: {err}") from err
+                return output["mimetype"], output["value"], status
+        record = job_record(flow_run)
+        code = "InvalidParameterValue"
+        return (
+            "application/json",
+            {
+                "type": code,
+                "code": code,
+                "description": f"Error executing process: {record['message']}",
+            },
+            JobStatus.failed,
+        )
+
+    def __repr__(self) -> str:
+        return f"<PrefectManager> {self.name}"

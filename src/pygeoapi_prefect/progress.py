@@ -1,0 +1,100 @@
+"""Progress of a running job: what a process reports and how the manager reads it back.
+
+A process reports progress with `report_progress`, which keeps one Prefect progress
+artifact per flow run up to date (the Prefect UI shows it on the flow-run page). The
+manager reads the newest progress artifact of each running job it shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterable
+from typing import cast
+
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterType,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.sorting import ArtifactSort
+from prefect.context import FlowRunContext
+
+__all__ = ["read_progress", "report_progress"]
+
+LOGGER = logging.getLogger(__name__)
+
+_artifacts: dict[uuid.UUID, uuid.UUID] = {}
+_lock = threading.Lock()
+
+
+def report_progress(percent: float, message: str | None = None) -> None:
+    """Report how far the current job has come.
+
+    Call it from a process's `execute` method, or from a Prefect flow or task of a
+    `BasePrefectProcessor`, while it runs as a job. Outside a job it only logs.
+
+    Args:
+        percent: Progress between 0 and 100 (clamped).
+        message: A short message shown as the job's status message.
+
+    Examples:
+        ```python
+        from pygeoapi_prefect import report_progress
+
+        for i, tile in enumerate(tiles):
+            process(tile)
+            report_progress(100 * (i + 1) / len(tiles), f"tile {i + 1} of {len(tiles)}")
+        ```
+    """
+    value = max(0.0, min(100.0, float(percent)))
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        LOGGER.info("progress %.0f%% %s (not in a job)", value, message or "")
+        return
+    flow_run_id = context.flow_run.id
+    with _lock:
+        artifact_id = _artifacts.get(flow_run_id)
+        if artifact_id is None:
+            _artifacts[flow_run_id] = cast(
+                uuid.UUID,
+                create_progress_artifact(progress=value, description=message, _sync=True),  # type: ignore[call-arg]
+            )
+            return
+    update_progress_artifact(artifact_id, progress=value, description=message, _sync=True)  # type: ignore[call-arg]
+
+
+def read_progress(
+    client: SyncPrefectClient, flow_run_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, tuple[int, str | None]]:
+    """Read the latest reported progress of several jobs in one query.
+
+    Args:
+        client: A Prefect client.
+        flow_run_ids: The flow runs whose progress is wanted.
+
+    Returns:
+        For each flow run that reported progress: (percent, message).
+    """
+    ids = list(flow_run_ids)
+    if not ids:
+        return {}
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])),
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
+        sort=ArtifactSort.UPDATED_DESC,
+    )
+    found: dict[uuid.UUID, tuple[int, str | None]] = {}
+    for artifact in artifacts:
+        if artifact.flow_run_id is None or artifact.flow_run_id in found:
+            continue
+        try:
+            percent = round(float(artifact.data))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        found[artifact.flow_run_id] = (max(0, min(100, percent)), artifact.description)
+    return found

@@ -1,0 +1,1 @@
+"""Black-box OGC API - Processes conformance suites against real server processes."""

@@ -1,0 +1,209 @@
+"""Shared fixtures: one real Prefect API for the session, a real pygeoapi app over it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prefect.settings import PREFECT_API_URL
+from prefect.testing.utilities import prefect_test_harness
+
+ROOT = Path(__file__).resolve().parent.parent
+PYGEOAPI = str(Path(sys.executable).parent / "pygeoapi")
+EXAMPLE_CONFIG = ROOT / "example-config.yml"
+TERMINAL = {"successful", "failed", "dismissed"}
+
+
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api() -> Iterator[str]:
+    """A real Prefect API (SQLite, in a subprocess) for the whole session."""
+    with prefect_test_harness(server_startup_timeout=90):
+        yield str(PREFECT_API_URL.value())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(directory: Path, port: int = 5000, **manager: Any) -> Path:
+    """Write the example config, plus test processes, with a manager of the tests' own."""
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    config["server"]["bind"]["port"] = port
+    config["server"]["url"] = f"http://127.0.0.1:{port}"
+    config["server"]["manager"].update(
+        {"connection": None, "output_dir": str(directory / "results"), **manager}
+    )
+    config["server"]["manager"].setdefault("prefect", {})["callback_allow"] = ["127.0.0.1/32"]
+    config["logging"] = {"level": "WARNING"}
+    config["resources"]["binary"] = {
+        "type": "process",
+        "processor": {"name": "tests.processes.BinaryProcessor"},
+    }
+    config["resources"]["echo-one-at-a-time"] = {
+        "type": "process",
+        "processor": {
+            "name": "pygeoapi_prefect.examples.EchoProcessor",
+            "prefect": {"concurrency_limit": 1},
+        },
+    }
+    path = directory / "pygeoapi-config.yml"
+    path.write_text(yaml.safe_dump(config))
+    openapi = directory / "pygeoapi-openapi.yml"
+    subprocess.run(
+        [PYGEOAPI, "openapi", "generate", str(path), "--output-file", str(openapi)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("pygeoapi")
+    write_config(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def app(config_dir: Path, prefect_api: str) -> Any:
+    """pygeoapi's own Flask app, configured with PrefectManager."""
+    os.environ["PYGEOAPI_CONFIG"] = str(config_dir / "pygeoapi-config.yml")
+    os.environ["PYGEOAPI_OPENAPI"] = str(config_dir / "pygeoapi-openapi.yml")
+    from pygeoapi.flask_app import APP
+
+    return APP
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def manager(app: Any) -> Any:
+    from pygeoapi.flask_app import api_
+
+    return api_.manager
+
+
+def wait_for(
+    read: Callable[[], dict[str, Any]],
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float = 30,
+    interval: float = 0.1,
+) -> dict[str, Any]:
+    """Poll `read` until `done` holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not done(value):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s; last value: {value}")
+        time.sleep(interval)
+        value = read()
+    return value
+
+
+def submit(client: Any, process_id: str, inputs: dict[str, Any], **body: Any) -> str:
+    """Execute a process asynchronously and return the job id."""
+    response = client.post(
+        f"/processes/{process_id}/execution",
+        json={"inputs": inputs, **body},
+        headers={"Prefer": "respond-async"},
+    )
+    assert response.status_code == 201, response.data
+    job_id = response.json["jobID"]
+    assert response.headers["Location"].endswith(f"/jobs/{job_id}")
+    return str(job_id)
+
+
+def job_status(client: Any, job_id: str) -> dict[str, Any]:
+    response = client.get(f"/jobs/{job_id}?f=json")
+    assert response.status_code == 200, response.data
+    return dict(response.json)
+
+
+def wait_until_final(client: Any, job_id: str, timeout: float = 30) -> dict[str, Any]:
+    return wait_for(lambda: job_status(client, job_id), lambda j: j["status"] in TERMINAL, timeout)
+
+
+class Server:
+    """`pygeoapi serve` in a subprocess, on a free loopback port."""
+
+    def command(self) -> list[str]:
+        return [PYGEOAPI, "serve"]
+
+    def __init__(self, config: Path, env: dict[str, str]) -> None:
+        self.config = config
+        self.env = env
+        self.url = yaml.safe_load(config.read_text())["server"]["url"]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = config.parent / "server.log"
+
+    def start(self, timeout: float = 60) -> None:
+        env = {
+            **os.environ,
+            "PYGEOAPI_CONFIG": str(self.config),
+            "PYGEOAPI_OPENAPI": str(self.config.parent / "pygeoapi-openapi.yml"),
+            "PYTHONPATH": str(ROOT),
+            **self.env,
+        }
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.command()} exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.command()} did not start: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def make(
+        env: dict[str, str] | None = None, config: Path | None = None, **manager: Any
+    ) -> Server:
+        path = config or write_config(tmp_path, port=free_port(), **manager)
+        server = Server(path, env or {})
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
