@@ -12,6 +12,7 @@ Three cases, decided at first use (never at construction, which also runs inside
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 
@@ -26,17 +27,23 @@ __all__ = ["PrefectConnection"]
 LOGGER = logging.getLogger(__name__)
 
 
+class PrefectBusyError(httpx.TransportError):
+    """The Prefect API stayed busy (503) for the whole retry budget."""
+
+
 class _QuickRetryTransport(httpx.BaseTransport):
-    """Retry the Prefect API's 503 answers within milliseconds before giving up.
+    """Retry the Prefect API's 503 answers within milliseconds, for a bounded time.
 
     A Prefect server on SQLite answers 503 when the database is locked by another writer
-    (a job process recording its state). Prefect's client then waits 2 s, 4 s, 8 s... A
-    lock like that lasts milliseconds, so the web server first retries quickly, for up to
-    `budget` seconds, and only then lets Prefect's own back-off take over. Requests that
-    get a 503 were rolled back by the server, so sending them again is safe.
+    (a job process recording its state). Prefect's client would then wait 2 s, 4 s, 8 s...
+    A lock like that lasts milliseconds, so the web server retries quickly, with jitter so
+    that concurrent requests do not retry in step, for up to `budget` seconds in all, and
+    then gives up with `PrefectBusyError` (which Prefect's client does not retry again, so a
+    request never waits longer than the budget). Requests that got a 503 were rolled back by
+    the server, so sending them again is safe.
     """
 
-    def __init__(self, budget: float = 3.0) -> None:
+    def __init__(self, budget: float = 20.0) -> None:
         self._inner = httpx.HTTPTransport(
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16)
         )
@@ -47,11 +54,16 @@ class _QuickRetryTransport(httpx.BaseTransport):
         delay = 0.01
         while True:
             response = self._inner.handle_request(request)
-            if response.status_code != 503 or time.monotonic() + delay > deadline:
+            if response.status_code != 503:
                 return response
             response.read()
             response.close()
-            time.sleep(delay)
+            pause = delay * random.uniform(0.5, 1.5)
+            if time.monotonic() + pause > deadline:
+                raise PrefectBusyError(
+                    f"the Prefect API stayed busy for {self._budget:g} s", request=request
+                )
+            time.sleep(pause)
             delay = min(2 * delay, 0.25)
 
     def close(self) -> None:
