@@ -90,6 +90,8 @@ class JobLaunch:
     processor_def: dict[str, Any]
     settings: ProcessSettings
     result_storage: WritableFileSystem
+    direct: bool = False
+    """Run without Prefect's flow engine (see `direct`)."""
 
 
 @dataclass

@@ -28,6 +28,7 @@ from pygeoapi_prefect.subscriber import attach_hooks
 
 __all__ = [
     "build_process_flow",
+    "execute_processor",
     "job_flow",
     "job_flow_name",
     "job_parameters",
@@ -69,21 +70,45 @@ def _record_mimetype(mimetype: str) -> None:
         LOGGER.warning("Could not label the job with its media type", exc_info=True)
 
 
-def _execute(
-    processor: BaseProcessor, inputs: dict[str, Any], outputs: Any, response: str
+def execute_processor(
+    processor: BaseProcessor,
+    job_id: str | None,
+    inputs: dict[str, Any],
+    outputs: Any,
+    response: str,
 ) -> JobOutput:
-    """Run a stock processor and shape its output the way pygeoapi's own manager does."""
-    context = FlowRunContext.get()
-    if context is not None and context.flow_run is not None:
-        processor.set_job_id(str(context.flow_run.id))
+    """Run a stock processor and shape its output the way pygeoapi's own manager does.
+
+    Args:
+        processor: The processor.
+        job_id: The job id the processor is told, if known.
+        inputs: The `inputs` of the execute request.
+        outputs: The `outputs` of the execute request, if any.
+        response: `raw` or `document`.
+
+    Returns:
+        The job's output.
+    """
+    if job_id is not None:
+        processor.set_job_id(job_id)
     extra: dict[str, Any] = {"outputs": outputs} if processor.supports_outputs else {}
     mimetype, value = processor.execute(inputs, **extra)
     if isinstance(value, bytes) and value.isascii():
         value = value.decode("utf-8")
     if response == "document":
         value = {"outputs": [value]}
-    _record_mimetype(mimetype)
     return JobOutput(mimetype=mimetype, value=value)
+
+
+def _execute(
+    processor: BaseProcessor, inputs: dict[str, Any], outputs: Any, response: str
+) -> JobOutput:
+    """Run a stock processor inside its job's flow run."""
+    context = FlowRunContext.get()
+    job_id = str(context.flow_run.id) if context is not None and context.flow_run else None
+    output = execute_processor(processor, job_id, inputs, outputs, response)
+    _record_mimetype(output["mimetype"])
+    return output
 
 
 def _text(value: Any) -> str | None:

@@ -34,10 +34,10 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
     FlowRunFilterTags,
 )
-from prefect.client.schemas.objects import FlowRun, FlowRunPolicy, StateType
+from prefect.client.schemas.objects import FlowRun, FlowRunPolicy, State, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Cancelled, Cancelling, Pending, Scheduled, to_state_create
+from prefect.states import Cancelled, Cancelling, Pending, Running, Scheduled, to_state_create
 from prefect.utilities.names import generate_slug
 from pygeoapi.process.base import (
     BaseProcessor,
@@ -56,6 +56,7 @@ from pygeoapi.util import (
 
 from pygeoapi_prefect.callbacks import CallbackURLError
 from pygeoapi_prefect.connection import PrefectConnection
+from pygeoapi_prefect.direct import run_direct
 from pygeoapi_prefect.embedded import LABEL_RUNNER, EmbeddedRunner, JobLaunch, runner_id
 from pygeoapi_prefect.errors import (
     DeploymentNotFoundError,
@@ -80,7 +81,7 @@ from pygeoapi_prefect.progress import read_progress
 from pygeoapi_prefect.results import ResultStorage, ResultUnavailableError
 from pygeoapi_prefect.schemas import ExecuteRequest
 from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings
-from pygeoapi_prefect.subscriber import subscriber_labels
+from pygeoapi_prefect.subscriber import LABEL_SUBSCRIBER, subscriber_labels
 from pygeoapi_prefect.validation import InputValidationError, validate_inputs
 
 __all__ = ["PrefectManager"]
@@ -207,12 +208,14 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         if process_id is None or process_id not in self.processes:
             return None
         settings = self.process_settings(process_id)
+        subscribed = LABEL_SUBSCRIBER in (flow_run.labels or {})
         return JobLaunch(
             flow_run=flow_run,
             process_id=process_id,
             processor_def=self.processes[process_id]["processor"],
             settings=settings,
             result_storage=self.results.block_for(self.connection.api_url, settings.result_storage),
+            direct=self._runs_direct(self.get_processor(process_id), settings, subscribed),
         )
 
     def _read_job_run(self, job_id: str) -> FlowRun:
@@ -381,6 +384,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         parameters: dict[str, Any],
         settings: ProcessSettings,
         labels: dict[str, str] | None = None,
+        state: State | None = None,
     ) -> FlowRun:
         client = self.connection.client
         body = FlowRunCreate(
@@ -389,7 +393,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             name=f"{process_id}-{generate_slug(2)}",
             parameters=parameters,
             tags=self._tags(process_id, settings),
-            state=to_state_create(Scheduled(scheduled_time=datetime.now(UTC))),
+            state=to_state_create(state or Scheduled(scheduled_time=datetime.now(UTC))),
             empirical_policy=FlowRunPolicy(
                 retries=settings.retries, retry_delay=int(settings.retry_delay)
             ),
@@ -562,6 +566,9 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             parameters = flow_parameters(None, request, processor.process_description)
         else:
             parameters = job_parameters(inputs, requested_outputs, response)
+        direct = self._runs_direct(processor, settings, bool(labels))
+        if not run_async and direct and settings.concurrency_limit is None:
+            return self._execute_inline(process_id, processor, parameters, settings, headers)
         with self._api():
             if settings.deployment:
                 flow_run = self._create_deployment_run(process_id, parameters, settings, labels)
@@ -582,6 +589,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
                         result_storage=self.results.block_for(
                             self.connection.api_url, settings.result_storage
                         ),
+                        direct=direct,
                     )
                 )
         job_id = str(flow_run.id)
@@ -590,6 +598,56 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             return job_id, "application/json", None, JobStatus.accepted, headers
         mimetype, outputs, status = self._sync_outcome(flow_run.id)
         return job_id, mimetype, outputs, status, headers
+
+    def _runs_direct(
+        self, processor: BaseProcessor, settings: ProcessSettings, subscribed: bool
+    ) -> bool:
+        """Whether a job runs without Prefect's flow engine (see `direct`)."""
+        return (
+            self.settings.direct_execution
+            and not isinstance(processor, BasePrefectProcessor)
+            and not settings.deployment
+            and not settings.retries
+            and settings.timeout is None
+            and not subscribed
+        )
+
+    def _execute_inline(
+        self,
+        process_id: str,
+        processor: BaseProcessor,
+        parameters: dict[str, Any],
+        settings: ProcessSettings,
+        headers: dict[str, str] | None,
+    ) -> tuple[str, str | None, Any, JobStatus, dict[str, str] | None]:
+        with self._api():
+            result_storage = self.results.block_for(
+                self.connection.api_url, settings.result_storage
+            )
+            flow_run = self._create_flow_run(
+                job_flow_name(process_id, processor),
+                process_id,
+                parameters,
+                settings,
+                {LABEL_RUNNER: runner_id()},
+                state=Running(),
+            )
+            LOGGER.info(
+                "Job %s of %s runs inline as flow run %s", flow_run.id, process_id, flow_run.name
+            )
+            outcome = run_direct(
+                self.connection.client, flow_run, processor, parameters, result_storage
+            )
+        job_id = str(flow_run.id)
+        if outcome.output is not None:
+            return (
+                job_id,
+                outcome.output["mimetype"],
+                outcome.output["value"],
+                JobStatus.successful,
+                headers,
+            )
+        return job_id, *self._failure(outcome.message or "Job failed"), headers
 
     def _create_deployment_run(
         self,
@@ -657,15 +715,15 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
                 except ResultUnavailableError as err:
                     raise ProcessorExecuteError(user_msg=f"Job {run_id}: {err}") from err
                 return output["mimetype"], output["value"], status
-        record = job_record(flow_run)
+        return self._failure(job_record(flow_run)["message"])
+
+    @staticmethod
+    def _failure(message: str) -> tuple[str, Any, JobStatus]:
+        """The response to a synchronous job that did not succeed, as pygeoapi shapes it."""
         code = "InvalidParameterValue"
         return (
             "application/json",
-            {
-                "type": code,
-                "code": code,
-                "description": f"Error executing process: {record['message']}",
-            },
+            {"type": code, "code": code, "description": f"Error executing process: {message}"},
             JobStatus.failed,
         )
 

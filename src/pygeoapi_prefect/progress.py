@@ -2,7 +2,9 @@
 
 A process reports progress with `report_progress`, which keeps one Prefect progress
 artifact per flow run up to date (the Prefect UI shows it on the flow-run page). The
-manager reads the newest progress artifact of each running job it shows.
+manager reads the newest progress artifact of each running job it shows. Inside Prefect's
+flow engine the job is the current flow run; a job run without the engine (`direct`)
+names itself with `progress_of`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import cast
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterType,
@@ -24,12 +29,32 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.context import FlowRunContext
 
-__all__ = ["read_progress", "report_progress"]
+__all__ = ["progress_of", "read_progress", "report_progress"]
 
 LOGGER = logging.getLogger(__name__)
 
 _artifacts: dict[uuid.UUID, uuid.UUID] = {}
 _lock = threading.Lock()
+_direct_job: ContextVar[tuple[SyncPrefectClient, uuid.UUID] | None] = ContextVar(
+    "pygeoapi_prefect_direct_job", default=None
+)
+
+
+@contextmanager
+def progress_of(client: SyncPrefectClient, flow_run_id: uuid.UUID) -> Iterator[None]:
+    """Make `report_progress` in this thread report for a job run without the flow engine.
+
+    Args:
+        client: A Prefect client.
+        flow_run_id: The job's flow run.
+    """
+    token = _direct_job.set((client, flow_run_id))
+    try:
+        yield
+    finally:
+        _direct_job.reset(token)
+        with _lock:
+            _artifacts.pop(flow_run_id, None)
 
 
 def report_progress(percent: float, message: str | None = None) -> None:
@@ -53,10 +78,17 @@ def report_progress(percent: float, message: str | None = None) -> None:
     """
     value = max(0.0, min(100.0, float(percent)))
     context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        LOGGER.info("progress %.0f%% %s (not in a job)", value, message or "")
+    if context is not None and context.flow_run is not None:
+        _report_in_engine(context.flow_run.id, value, message)
         return
-    flow_run_id = context.flow_run.id
+    direct = _direct_job.get()
+    if direct is not None:
+        _report_direct(*direct, value, message)
+        return
+    LOGGER.info("progress %.0f%% %s (not in a job)", value, message or "")
+
+
+def _report_in_engine(flow_run_id: uuid.UUID, value: float, message: str | None) -> None:
     with _lock:
         artifact_id = _artifacts.get(flow_run_id)
         if artifact_id is None:
@@ -66,6 +98,22 @@ def report_progress(percent: float, message: str | None = None) -> None:
             )
             return
     update_progress_artifact(artifact_id, progress=value, description=message, _sync=True)  # type: ignore[call-arg]
+
+
+def _report_direct(
+    client: SyncPrefectClient, flow_run_id: uuid.UUID, value: float, message: str | None
+) -> None:
+    with _lock:
+        artifact_id = _artifacts.get(flow_run_id)
+        if artifact_id is None:
+            artifact = client.create_artifact(
+                ArtifactCreate(
+                    type="progress", data=value, description=message, flow_run_id=flow_run_id
+                )
+            )
+            _artifacts[flow_run_id] = artifact.id
+            return
+    client.update_artifact(artifact_id, ArtifactUpdate(data=value, description=message))
 
 
 def read_progress(

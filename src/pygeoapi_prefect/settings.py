@@ -116,6 +116,14 @@ class ManagerSettings(BaseModel):
         description="Seconds a synchronous execute request waits for its job before answering "
         "with an error that says where to poll; the job carries on.",
     )
+    direct_execution: bool = Field(
+        default=True,
+        description="Run a job of a stock pygeoapi processor that has no retries, timeout or "
+        "subscriber without Prefect's flow engine, recording its flow run's states and result "
+        "directly: synchronous jobs in the request's thread (as pygeoapi does; unless the "
+        "process has a concurrency limit), asynchronous ones in their job process. False: "
+        "every job runs in Prefect's flow engine in a job process of its own.",
+    )
     max_running_jobs: int = Field(
         default_factory=lambda: 2 * (os.cpu_count() or 1),
         gt=0,
