@@ -39,11 +39,12 @@ class _QuickRetryTransport(httpx.BaseTransport):
     A lock like that lasts milliseconds, so the web server retries quickly, with jitter so
     that concurrent requests do not retry in step, for up to `budget` seconds in all, and
     then gives up with `PrefectBusyError` (which Prefect's client does not retry again, so a
-    request never waits longer than the budget). Requests that got a 503 were rolled back by
+    request never waits longer than the budget, which stays under the usual 60 s client
+    timeout). Requests that got a 503 were rolled back by
     the server, so sending them again is safe.
     """
 
-    def __init__(self, budget: float = 20.0) -> None:
+    def __init__(self, budget: float = 45.0) -> None:
         self._inner = httpx.HTTPTransport(
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16)
         )
