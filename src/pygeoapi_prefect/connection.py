@@ -6,7 +6,7 @@ Three cases, decided at first use (never at construction, which also runs inside
 1. `server.manager.connection` (or `prefect.api_url`) names an API URL;
 2. else `PREFECT_API_URL` is set, as for any Prefect client;
 3. else the embedded default: Prefect's own local API server (SQLite, started in a
-   subprocess by Prefect's `SubprocessASGIServer`, the same one its ephemeral mode uses).
+   subprocess as Prefect's ephemeral mode does; see `embedded_api`).
 """
 
 from __future__ import annotations
@@ -98,10 +98,10 @@ class PrefectConnection:
         url = self._configured_url or PREFECT_API_URL.value()
         if url:
             return str(url).rstrip("/")
-        from prefect.server.api.server import SubprocessASGIServer
+        from pygeoapi_prefect.embedded_api import EmbeddedAPIServer
 
         LOGGER.info("No Prefect API configured: starting the embedded local Prefect API")
-        server = SubprocessASGIServer()
+        server = EmbeddedAPIServer()
         try:
             server.start()
         except (RuntimeError, OSError) as err:

@@ -1,0 +1,96 @@
+"""The embedded default's Prefect API: Prefect's own server app on SQLite, one writer at a time.
+
+Without a configured Prefect API, the pygeoapi process starts Prefect's server app in a
+subprocess, as Prefect's ephemeral mode does (`SubprocessASGIServer`), with one change:
+requests that write reach the app one at a time.
+
+SQLite lets one transaction write at once. Prefect's app serves many requests
+concurrently on one event loop, so under load its write transactions wait for each other
+inside SQLite (sleeping in SQLite's busy handler while the loop is needed elsewhere) or
+fail with "database is locked" (503), and the clients retry: the API spends its time
+waiting. Queueing the writing requests in front of the app instead keeps each write
+transaction short; reads (GET, and Prefect's POST `/filter`, `/count` and `/paginate`
+queries) are not held up. Prefect's own `RequestLimitMiddleware` limits all requests on
+SQLite to 100 at once for the same reason and notes that limiting writes would be better.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from typing import Any
+
+import prefect
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.server.api.server import create_app as create_prefect_app
+from prefect.settings import get_current_settings
+
+__all__ = ["EmbeddedAPIServer", "create_app"]
+
+_READ_SUFFIXES = ("/filter", "/count", "/paginate", "/history")
+
+
+class _OneWriterAtATime:
+    """ASGI middleware: requests that may write go to the app one at a time."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._lock: asyncio.Lock | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not _writes(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()  # (made on the server's own event loop)
+        async with self._lock:
+            await self.app(scope, receive, send)
+
+
+def _writes(method: str, path: str) -> bool:
+    if method in {"GET", "HEAD", "OPTIONS"}:
+        return False
+    return not (method == "POST" and path.rstrip("/").endswith(_READ_SUFFIXES))
+
+
+def create_app() -> Any:
+    """Return Prefect's server app behind the one-writer queue (a uvicorn factory).
+
+    Returns:
+        The ASGI app.
+    """
+    return _OneWriterAtATime(create_prefect_app())
+
+
+class EmbeddedAPIServer(SubprocessASGIServer):
+    """Prefect's `SubprocessASGIServer`, serving `create_app` instead of the bare app."""
+
+    def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+        return subprocess.Popen(
+            args=[
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(prefect.__module_path__.parent),
+                "--factory",
+                f"{__name__}:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env={
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+                **get_current_settings().to_environment_variables(exclude_unset=True),
+            },
+        )
