@@ -29,6 +29,7 @@ from prefect.client.schemas.actions import FlowRunCreate
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
+    FlowRunFilterId,
     FlowRunFilterStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
@@ -55,6 +56,7 @@ from pygeoapi.util import (
 )
 
 from pygeoapi_prefect.callbacks import CallbackURLError
+from pygeoapi_prefect.coalesce import CoalescingReader
 from pygeoapi_prefect.connection import PrefectConnection
 from pygeoapi_prefect.direct import run_direct
 from pygeoapi_prefect.embedded import LABEL_RUNNER, EmbeddedRunner, JobLaunch, runner_id
@@ -137,6 +139,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         self._flow_ids: dict[str, uuid.UUID] = {}
         self._deployment_ids: dict[str, uuid.UUID] = {}
         self._recovery_started = False
+        self._job_reader = CoalescingReader(self._read_job_records)
 
     # -- processes ----------------------------------------------------------------------
 
@@ -337,8 +340,25 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         Raises:
             JobNotFoundError: If there is no such job.
         """
+        run_id = parse_job_id(job_id)
+        if run_id is None:
+            raise JobNotFoundError(f"{job_id!r} is not a job id")
         with self._api():
-            return self._records([self._read_job_run(job_id)])[0]
+            record = self._job_reader.read(run_id)
+        if record is None:
+            raise JobNotFoundError(job_id)
+        return record
+
+    def _read_job_records(self, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        """Read several jobs in one query (the batches of `_job_reader`)."""
+        flow_runs = self.connection.client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=run_ids), tags=FlowRunFilterTags(all_=[JOB_TAG])
+            ),
+            limit=len(run_ids),
+        )
+        records = self._records(flow_runs)
+        return {run.id: record for run, record in zip(flow_runs, records, strict=True)}
 
     def get_job_result(self, job_id: str) -> tuple[str | None, Any]:
         """Return the output of a successful job.
