@@ -78,42 +78,36 @@ def report_progress(percent: float, message: str | None = None) -> None:
     """
     value = max(0.0, min(100.0, float(percent)))
     context = FlowRunContext.get()
+    client: SyncPrefectClient | None = None  # None: Prefect's run-context helpers
     if context is not None and context.flow_run is not None:
-        _report_in_engine(context.flow_run.id, value, message)
+        flow_run_id = context.flow_run.id
+    elif (direct := _direct_job.get()) is not None:
+        client, flow_run_id = direct
+    else:
+        LOGGER.info("progress %.0f%% %s (not in a job)", value, message or "")
         return
-    direct = _direct_job.get()
-    if direct is not None:
-        _report_direct(*direct, value, message)
-        return
-    LOGGER.info("progress %.0f%% %s (not in a job)", value, message or "")
-
-
-def _report_in_engine(flow_run_id: uuid.UUID, value: float, message: str | None) -> None:
     with _lock:
         artifact_id = _artifacts.get(flow_run_id)
         if artifact_id is None:
-            _artifacts[flow_run_id] = cast(
-                uuid.UUID,
-                create_progress_artifact(progress=value, description=message, _sync=True),  # type: ignore[call-arg]
-            )
+            _artifacts[flow_run_id] = _create(client, flow_run_id, value, message)
             return
-    update_progress_artifact(artifact_id, progress=value, description=message, _sync=True)  # type: ignore[call-arg]
+    if client is None:
+        update_progress_artifact(artifact_id, progress=value, description=message, _sync=True)  # type: ignore[call-arg]
+    else:
+        client.update_artifact(artifact_id, ArtifactUpdate(data=value, description=message))
 
 
-def _report_direct(
-    client: SyncPrefectClient, flow_run_id: uuid.UUID, value: float, message: str | None
-) -> None:
-    with _lock:
-        artifact_id = _artifacts.get(flow_run_id)
-        if artifact_id is None:
-            artifact = client.create_artifact(
-                ArtifactCreate(
-                    type="progress", data=value, description=message, flow_run_id=flow_run_id
-                )
-            )
-            _artifacts[flow_run_id] = artifact.id
-            return
-    client.update_artifact(artifact_id, ArtifactUpdate(data=value, description=message))
+def _create(
+    client: SyncPrefectClient | None, flow_run_id: uuid.UUID, value: float, message: str | None
+) -> uuid.UUID:
+    if client is None:
+        # (Prefect's helper also links the artifact to the current task run, if any)
+        created = create_progress_artifact(progress=value, description=message, _sync=True)  # type: ignore[call-arg]
+        return cast(uuid.UUID, created)
+    artifact = ArtifactCreate(
+        type="progress", data=value, description=message, flow_run_id=flow_run_id
+    )
+    return client.create_artifact(artifact).id
 
 
 def read_progress(
