@@ -40,8 +40,8 @@ class _QuickRetryTransport(httpx.BaseTransport):
     that concurrent requests do not retry in step, for up to `budget` seconds in all, and
     then gives up with `PrefectBusyError` (which Prefect's client does not retry again, so a
     request never waits longer than the budget, which stays under the usual 60 s client
-    timeout). Requests that got a 503 were rolled back by
-    the server, so sending them again is safe.
+    timeout). Requests that got a 503 were rolled back by the server, so sending them
+    again is safe.
     """
 
     def __init__(self, budget: float = 45.0) -> None:

@@ -86,7 +86,6 @@ def run_direct(
             )
     except Exception as err:
         message = f"Flow run encountered an exception: {type(err).__name__}: {err}"
-        LOGGER.info("Job %s failed: %s", run_id, message)
         if not _dismissed(client, run_id):
             client.set_flow_run_state(run_id, Failed(message=message), force=True)
         log.add(logging.ERROR, f"Job failed: {message}")

@@ -37,14 +37,12 @@ class _OneWriterAtATime:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self._lock: asyncio.Lock | None = None
+        self._lock = asyncio.Lock()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not _writes(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        if self._lock is None:
-            self._lock = asyncio.Lock()  # (made on the server's own event loop)
         async with self._lock:
             await self.app(scope, receive, send)
 

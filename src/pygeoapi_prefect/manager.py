@@ -38,6 +38,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, FlowRunPolicy, State, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
+from prefect.filesystems import WritableFileSystem
 from prefect.states import Cancelled, Cancelling, Pending, Running, Scheduled, to_state_create
 from prefect.utilities.names import generate_slug
 from pygeoapi.process.base import (
@@ -217,7 +218,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             process_id=process_id,
             processor_def=self.processes[process_id]["processor"],
             settings=settings,
-            result_storage=self.results.block_for(self.connection.api_url, settings.result_storage),
+            result_storage=self._result_storage(settings),
             direct=self._runs_direct(self.get_processor(process_id), settings, subscribed),
         )
 
@@ -606,9 +607,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
                         process_id=process_id,
                         processor_def=self.processes[process_id]["processor"],
                         settings=settings,
-                        result_storage=self.results.block_for(
-                            self.connection.api_url, settings.result_storage
-                        ),
+                        result_storage=self._result_storage(settings),
                         direct=direct,
                     )
                 )
@@ -618,6 +617,10 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             return job_id, "application/json", None, JobStatus.accepted, headers
         mimetype, outputs, status = self._sync_outcome(flow_run.id)
         return job_id, mimetype, outputs, status, headers
+
+    def _result_storage(self, settings: ProcessSettings) -> WritableFileSystem:
+        """The storage block a job of a process persists its output to."""
+        return self.results.block_for(self.connection.api_url, settings.result_storage)
 
     def _runs_direct(
         self, processor: BaseProcessor, settings: ProcessSettings, subscribed: bool
@@ -641,9 +644,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         headers: dict[str, str] | None,
     ) -> tuple[str, str | None, Any, JobStatus, dict[str, str] | None]:
         with self._api():
-            result_storage = self.results.block_for(
-                self.connection.api_url, settings.result_storage
-            )
+            result_storage = self._result_storage(settings)
             flow_run = self._create_flow_run(
                 job_flow_name(process_id, processor),
                 process_id,
