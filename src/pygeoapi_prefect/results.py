@@ -80,20 +80,33 @@ class ResultStorage:
         if slug is None and self._default is not None:
             return self._default
         with self._lock, temporary_settings(updates={PREFECT_API_URL: api_url}):
+            if slug is None and self._default is not None:  # made while this thread waited
+                return self._default
             block: WritableFileSystem
             name = slug or self._settings.result_storage
             if name:
                 block = cast(WritableFileSystem, Block.load(name, _sync=True))  # type: ignore[call-arg]
             else:
-                directory = Path(self._settings.output_dir)
-                directory.mkdir(parents=True, exist_ok=True)
-                local = LocalFileSystem(basepath=str(directory.resolve()))
-                block_name = self._settings.result_storage_slug.split("/", 1)[1]
-                local.save(block_name, overwrite=True, _sync=True)  # type: ignore[call-arg]
-                block = local
-        if slug is None:
-            self._default = block
+                block = self._local_block()
+            if slug is None:
+                self._default = block
         return block
+
+    def _local_block(self) -> LocalFileSystem:
+        """The block of `output_dir`, saved (a write to the API) only when it changed."""
+        directory = Path(self._settings.output_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        basepath = str(directory.resolve())
+        block_name = self._settings.result_storage_slug.split("/", 1)[1]
+        try:
+            saved = cast(LocalFileSystem, LocalFileSystem.load(block_name, _sync=True))  # type: ignore[call-arg]
+        except ValueError:  # not saved yet
+            saved = None
+        if saved is not None and saved.basepath == basepath:
+            return saved
+        local = LocalFileSystem(basepath=basepath)
+        local.save(block_name, overwrite=True, _sync=True)  # type: ignore[call-arg]
+        return local
 
     def _block(self, client: SyncPrefectClient, block_id: uuid.UUID) -> WritableFileSystem:
         block = self._blocks.get(block_id)
