@@ -420,3 +420,43 @@ def test_occurrence_counts(count: int) -> None:
         validate_inputs(ARRAYS, inputs)
     else:
         refused(ARRAYS, inputs, "three")
+
+
+FORMATS = describe(
+    image={
+        "schema": {
+            "oneOf": [
+                {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png"},
+                {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/tiff"},
+            ]
+        },
+        "minOccurs": 0,
+    },
+    choice={
+        "schema": {"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 10}]},
+        "minOccurs": 0,
+    },
+)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "iVBORw0=",
+        {"value": "iVBORw0=", "mediaType": "image/png"},
+        {"value": "SUkqAA==", "format": {"mediaType": "image/tiff"}},
+        {"href": "https://example.com/a.tif", "type": "image/tiff"},
+    ],
+)
+def test_formats_offered_as_one_of_accept_each_format(value: Any) -> None:
+    validate_inputs(FORMATS, {"image": value})
+
+
+def test_formats_offered_as_one_of_refuse_another_media_type() -> None:
+    message = refused(FORMATS, {"image": {"value": "AAAA", "mediaType": "image/jpeg"}}, "image")
+    assert "image/jpeg" in message
+
+
+def test_one_of_that_is_not_a_choice_of_formats_stays_exclusive() -> None:
+    validate_inputs(FORMATS, {"choice": 3})
+    refused(FORMATS, {"choice": 12}, "choice")  # valid under both branches

@@ -85,7 +85,7 @@ from pygeoapi_prefect.results import ResultStorage, ResultUnavailableError
 from pygeoapi_prefect.schemas import ExecuteRequest
 from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings
 from pygeoapi_prefect.subscriber import LABEL_SUBSCRIBER, subscriber_labels
-from pygeoapi_prefect.validation import InputValidationError, validate_inputs
+from pygeoapi_prefect.validation import InputValidationError, validate_inputs, validate_outputs
 
 __all__ = ["PrefectManager"]
 
@@ -579,6 +579,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         inputs = data_dict if data_dict is not None else {}
         try:
             validate_inputs(processor.metadata, inputs)
+            validate_outputs(processor.metadata, requested_outputs)
             labels = subscriber_labels(subscriber, self.settings.callback_allow)
         except (InputValidationError, CallbackURLError) as err:
             raise InvalidInputError(str(err)) from err

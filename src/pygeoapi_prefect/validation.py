@@ -21,7 +21,12 @@ property), `{"bbox": [...], "crs": ...}`, must hold 4 or 6 numbers and a string 
 
 A media type given by a qualified value (`mediaType`, or `format.mediaType`) or a
 reference (`type`) must be one the schema's `contentMediaType` allows, when the schema
-declares any. A JSON object that is itself valid against the schema is always taken as
+declares any. Formats offered as `oneOf` branches that differ only by their media type
+(as OGC descriptions do) are alternatives, not exclusive choices: a value valid under
+them is accepted, and its media type picks the format.
+
+`validate_outputs` checks the `outputs` of an execute request: declared output ids, each
+asked for with a `transmissionMode` of `value` or `reference`. A JSON object that is itself valid against the schema is always taken as
 a literal value, whatever its keys.
 
 Defaults for the occurrence bounds: `maxOccurs` defaults to 1. `minOccurs` defaults to
@@ -43,7 +48,7 @@ from urllib.parse import urlsplit
 from jsonschema import exceptions as _exceptions  # type: ignore[import-untyped, unused-ignore]
 from jsonschema import validators as _validators  # type: ignore[import-untyped, unused-ignore]
 
-__all__ = ["InputValidationError", "validate_inputs"]
+__all__ = ["InputValidationError", "validate_inputs", "validate_outputs"]
 
 LOGGER: Final = logging.getLogger(__name__)
 
@@ -139,6 +144,37 @@ def validate_inputs(description: Mapping[str, Any], inputs: Any) -> None:
     for input_id, value in inputs.items():
         if input_id in bounds:
             _check_input(input_id, declared[input_id], bounds[input_id], value)
+
+
+def validate_outputs(description: Mapping[str, Any], outputs: Any) -> None:
+    """Check the `outputs` of an execute request: declared outputs, known transmission modes.
+
+    Args:
+        description: A pygeoapi process description (`PROCESS_METADATA`).
+        outputs: The `outputs` of the execute request (None when it has none).
+
+    Raises:
+        InputValidationError: When an output is not declared, or is not asked for as an
+            object with `transmissionMode` `value` or `reference`.
+    """
+    if outputs is None:
+        return
+    if not isinstance(outputs, Mapping):
+        raise InputValidationError(f"outputs must be a JSON object, got {_json_type(outputs)}")
+    declared = description.get("outputs")
+    declared = declared if isinstance(declared, Mapping) else {}
+    for output_id, spec in outputs.items():
+        if output_id not in declared:
+            raise InputValidationError(f"unknown output {str(output_id)[:100]!r}", str(output_id))
+        if not isinstance(spec, Mapping):
+            raise InputValidationError(
+                f"output {output_id!r} must be a JSON object, got {_json_type(spec)}", output_id
+            )
+        mode = spec.get("transmissionMode", "value")
+        if mode not in ("value", "reference"):
+            raise InputValidationError(
+                f"output {output_id!r}: transmissionMode must be 'value' or 'reference'", output_id
+            )
 
 
 def _occurrences(input_id: str, definition: Mapping[str, Any]) -> tuple[int, int | _Unbounded]:
@@ -239,7 +275,7 @@ class _Schema:
                 "input %r: schema could not be checked (%s); value not checked", input_id, err
             )
             return
-        self.validator = _Validator(schema)
+        self.validator = _Validator(_formats_as_any_of(schema))
         if isinstance(schema, Mapping):
             self.allows_arrays = _allows_arrays(schema)
             self.media_types = _media_types(schema)
@@ -265,6 +301,36 @@ class _Schema:
         message = str(error.message)
         path = "/".join(str(part) for part in error.absolute_path)
         return f"{message} (at /{path})" if path else message
+
+
+_ANNOTATIONS = frozenset(
+    {"contentMediaType", "contentEncoding", "contentSchema", "title", "description", "examples"}
+)
+
+
+def _formats_as_any_of(schema: Any) -> Any:
+    """The schema with each `oneOf` of formats (alike but for their media type) as `anyOf`.
+
+    OGC process descriptions offer formats as `oneOf` branches that differ only by
+    `contentMediaType`, an annotation that JSON Schema does not check: every value valid
+    under one branch is valid under all, and `oneOf` would refuse it. The media type a
+    value gives is checked against the branches' media types instead (`_check_media_type`).
+    """
+    if isinstance(schema, list):
+        return [_formats_as_any_of(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    result = {key: _formats_as_any_of(value) for key, value in schema.items()}
+    branches = result.get("oneOf")
+    if isinstance(branches, list) and "anyOf" not in result:
+        bare = [
+            {k: v for k, v in branch.items() if k not in _ANNOTATIONS}
+            for branch in branches
+            if isinstance(branch, Mapping)
+        ]
+        if any(bare[i] == bare[j] for i in range(len(bare)) for j in range(i)):
+            result["anyOf"] = result.pop("oneOf")
+    return result
 
 
 def _check_value(schema: _Schema, value: Any, index: int | None) -> None:
