@@ -53,6 +53,10 @@ def write_config(directory: Path, port: int = 5000, **manager: Any) -> Path:
         "type": "process",
         "processor": {"name": "tests.processes.BinaryProcessor"},
     }
+    config["resources"]["kinds"] = {
+        "type": "process",
+        "processor": {"name": "tests.processes.KindsProcessor"},
+    }
     config["resources"]["echo-one-at-a-time"] = {
         "type": "process",
         "processor": {

@@ -2,11 +2,13 @@
 
 pygeoapi's API layer, not the manager, stands between some OGC API - Processes
 requirements and a stock server: it passes no job-list filters to the manager, declares
-neither job-list nor dismiss, answers with short exception codes, and sends no failure
-message for a failed job's results. `create_app` takes pygeoapi's Flask app as it is,
-configured by the same config file, and replaces only the views of the job routes (and
-adds `/jobs/{id}/logs`); every other route stays pygeoapi's. Start it with
-`pygeoapi-prefect serve`.
+neither job-list nor dismiss, answers with short exception codes, sends no failure message
+for a failed job's results, sends several raw outputs (or outputs by reference) as one
+JSON document, and refuses a subscriber without `successUri`. `create_app` takes
+pygeoapi's Flask app as it is, configured by the same config file, and replaces only the
+views of the job routes and of execution (around pygeoapi's own), and adds
+`/jobs/{id}/logs` and `/jobs/{id}/results/{outputId}`; every other route stays
+pygeoapi's. Start it with `pygeoapi-prefect serve`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ from werkzeug.wrappers import Response
 from pygeoapi_prefect.errors import OGCHTTPError, PrefectUnavailableError
 from pygeoapi_prefect.jobs import JobQuery, parse_job_id
 from pygeoapi_prefect.manager import PrefectManager
+from pygeoapi_prefect.raw_results import (
+    output_body,
+    raw_response,
+    transmission_modes,
+    wants_reshaping,
+)
 
 __all__ = ["CONFORMANCE_CLASSES", "EXCEPTIONS", "create_app", "results_document"]
 
@@ -49,6 +57,7 @@ EXCEPTIONS = {
     "ResultNotReady": f"{EXC}result-not-ready",
     "ResultNotAvailable": f"{EXC}result-not-available",
     "InvalidQueryParameterValue": f"{EXC}invalid-query-parameter-value",
+    "NoSuchOutput": f"{EXC}no-such-output",
 }
 """pygeoapi's short exception codes and the OGC exception URIs this mode answers with."""
 
@@ -316,7 +325,8 @@ class _JobRoutes:
         info["links"] = [{"href": f"{self.base_url}/jobs", "rel": "up", "type": "application/json"}]
         return self._json(info)
 
-    def results(self, job_id: str) -> Response:
+    def _finished_output(self, job_id: str) -> tuple[dict[str, Any], str | None, Any] | Response:
+        """A successful job and its output (mimetype, value), or why there is none."""
         try:
             job = self.manager.get_job(job_id)
         except JobNotFoundError:
@@ -332,12 +342,43 @@ class _JobRoutes:
             mimetype, output = self.manager.get_job_result(job_id)
         except JobResultNotFoundError as err:
             return _problem(HTTPStatus.INTERNAL_SERVER_ERROR, "NoApplicableCode", str(err))
+        return job, mimetype, output
+
+    def results(self, job_id: str) -> Response:
+        found = self._finished_output(job_id)
+        if isinstance(found, Response):
+            return found
+        job, mimetype, output = found
+        defined = self.manager.processes_outputs(job["process_id"])
         if job.get("response") == "document":
-            outputs = self.manager.processes_outputs(job["process_id"])
-            return self._json(results_document(output, outputs))
+            return self._json(results_document(output, defined))
+        modes = transmission_modes(job.get("requested_outputs"), defined)
+        if wants_reshaping(modes) and (mimetype in (None, "application/json")):
+            values = results_document(output, defined)
+            return raw_response(values, modes, defined, f"{self.base_url}/jobs/{job_id}")
         if mimetype in (None, "application/json") or isinstance(output, (dict, list)):
             return self._json(output)
         return Response(output, mimetype=mimetype)
+
+    def result(self, job_id: str, output_id: str) -> Response:
+        """One output of a successful job (`/jobs/{jobId}/results/{outputId}`)."""
+        found = self._finished_output(job_id)
+        if isinstance(found, Response):
+            return found
+        job, mimetype, output = found
+        defined = self.manager.processes_outputs(job["process_id"])
+        if mimetype not in (None, "application/json") and not isinstance(output, (dict, list)):
+            values: dict[str, Any] = {next(iter(defined), "result"): output}
+        else:
+            values = results_document(output, defined)
+        if output_id not in values or output_id not in defined:
+            return _problem(
+                HTTPStatus.NOT_FOUND, "NoSuchOutput", f"the job has no output {output_id[:64]!r}"
+            )
+        body, media = output_body(values[output_id], defined[output_id])
+        if len(values) == 1 and mimetype not in (None, "application/json"):
+            media = mimetype
+        return Response(body, content_type=media)
 
     def logs(self, job_id: str) -> Response:
         run_id = parse_job_id(job_id)
@@ -418,7 +459,7 @@ _JOB_LIST_PARAMETERS = [
 
 
 def _openapi_additions(document: dict[str, Any]) -> dict[str, Any]:
-    """Declare what full conformance mode adds: job-list filters and the logs route."""
+    """Declare what full conformance mode adds: job-list filters, logs and single outputs."""
     paths = document.setdefault("paths", {})
     job_list = paths.get("/jobs", {}).get("get")
     if isinstance(job_list, dict):
@@ -434,27 +475,48 @@ def _openapi_additions(document: dict[str, Any]) -> dict[str, Any]:
             for name, description, kind in _JOB_LIST_PARAMETERS
         ]
         job_list["responses"]["400"] = {"description": "An invalid query parameter value."}
+    job_id = {
+        "name": "jobId",
+        "in": "path",
+        "required": True,
+        "description": "job identifier",
+        "schema": {"type": "string"},
+    }
     paths["/jobs/{jobId}/logs"] = {
         "get": {
             "summary": "Retrieve a job's logs",
             "description": "The Prefect logs of the job's flow run, oldest first.",
             "operationId": "getJobLogs",
             "tags": ["jobs"],
-            "parameters": [
-                {
-                    "name": "jobId",
-                    "in": "path",
-                    "required": True,
-                    "description": "job identifier",
-                    "schema": {"type": "string"},
-                }
-            ],
+            "parameters": [job_id],
             "responses": {
                 "200": {
                     "description": "The logs.",
                     "content": {"application/json": {"schema": {"type": "array"}}},
                 },
                 "404": {"description": "No such job."},
+            },
+        }
+    }
+    paths["/jobs/{jobId}/results/{outputId}"] = {
+        "get": {
+            "summary": "Retrieve one output of a job",
+            "description": "The value of one output of a successful job, in its media type.",
+            "operationId": "getJobOutput",
+            "tags": ["jobs"],
+            "parameters": [
+                job_id,
+                {
+                    "name": "outputId",
+                    "in": "path",
+                    "required": True,
+                    "description": "output identifier",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": {"description": "The output's value."},
+                "404": {"description": "No such job or output, or no result yet."},
             },
         }
     }
@@ -500,13 +562,26 @@ def create_app() -> Flask:
         refused = routes.check_execute()
         if refused is not None:
             return refused
-        response = stock["pygeoapi.execute_process_jobs"](process_id)
         document = json.loads(request.get_data(cache=True))
-        wants_document = document.get("response") == "document"
-        if wants_document and response.status_code == 200 and _is_json(response):
+        subscriber = document.get("subscriber")
+        if isinstance(subscriber, dict) and subscriber and "successUri" not in subscriber:
+            # pygeoapi insists on successUri, as the 1.0 schema does by mistake (2.0 and
+            # ogcapi-processes#460): a subscriber may want only failures, or progress.
+            document["subscriber"] = {**subscriber, "successUri": None}
+            request._cached_data = json.dumps(document).encode()
+        response = stock["pygeoapi.execute_process_jobs"](process_id)
+        if response.status_code != 200 or not _is_json(response):
+            return response
+        defined = manager.processes_outputs(process_id)
+        if document.get("response") == "document":
             value = json.loads(response.get_data())
-            reshaped = results_document(value, manager.processes_outputs(process_id))
-            response.set_data(json.dumps(reshaped))
+            response.set_data(json.dumps(results_document(value, defined)))
+            return response
+        modes = transmission_modes(document.get("outputs"), defined)
+        job_url = response.headers.get("Location")
+        if wants_reshaping(modes) and job_url:
+            values = results_document(json.loads(response.get_data()), defined)
+            return raw_response(values, modes, defined, job_url)
         return response
 
     def conformance() -> Any:
@@ -532,6 +607,9 @@ def create_app() -> Flask:
     views["pygeoapi.execute_process_jobs"] = execute
     views["pygeoapi.conformance"] = conformance
     app.add_url_rule("/jobs/<job_id>/logs", "pygeoapi_prefect.job_logs", routes.logs)
+    app.add_url_rule(
+        "/jobs/<job_id>/results/<output_id>", "pygeoapi_prefect.job_output", routes.result
+    )
     app.config["MAX_CONTENT_LENGTH"] = manager.settings.max_body_bytes
 
     @app.errorhandler(HTTPException)

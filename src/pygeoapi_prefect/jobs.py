@@ -182,6 +182,7 @@ def job_record(
         (t for t in (flow_run.updated, state.timestamp if state else None) if t is not None),
         default=created_of(flow_run),
     )
+    request = _execute_request(flow_run.parameters)
     return {
         "type": "process",
         "identifier": str(flow_run.id),
@@ -197,19 +198,13 @@ def job_record(
         if flow_run.labels
         else "application/json",
         "location": None,
-        "parameters": _inputs(flow_run.parameters),
-        "response": _response(flow_run.parameters),
+        "parameters": request.get("inputs"),
+        "response": str(request.get("response") or "raw"),
+        "requested_outputs": request.get("outputs"),
     }
 
 
-def _inputs(parameters: dict[str, Any]) -> Any:
+def _execute_request(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The execute request a job's flow-run parameters hold (two layouts, see `flows`)."""
     request = parameters.get("execute_request")
-    if isinstance(request, dict):
-        return request.get("inputs")
-    return parameters.get("inputs")
-
-
-def _response(parameters: dict[str, Any]) -> str:
-    request = parameters.get("execute_request")
-    source = request if isinstance(request, dict) else parameters
-    return str(source.get("response") or "raw")
+    return request if isinstance(request, dict) else parameters
