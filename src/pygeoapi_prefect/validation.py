@@ -23,11 +23,11 @@ A media type given by a qualified value (`mediaType`, or `format.mediaType`) or 
 reference (`type`) must be one the schema's `contentMediaType` allows, when the schema
 declares any. Formats offered as `oneOf` branches that differ only by their media type
 (as OGC descriptions do) are alternatives, not exclusive choices: a value valid under
-them is accepted, and its media type picks the format.
+them is accepted, and its media type picks the format. A JSON object that is itself
+valid against the schema is always taken as a literal value, whatever its keys.
 
 `validate_outputs` checks the `outputs` of an execute request: declared output ids, each
-asked for with a `transmissionMode` of `value` or `reference`. A JSON object that is itself valid against the schema is always taken as
-a literal value, whatever its keys.
+asked for with a `transmissionMode` of `value` or `reference`.
 
 Defaults for the occurrence bounds: `maxOccurs` defaults to 1. `minOccurs` defaults to
 1, as in OGC API - Processes, *unless* the input's schema declares a `default`: then the
