@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -141,6 +142,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         self._deployment_ids: dict[str, uuid.UUID] = {}
         self._recovery_started = False
         self._job_reader = CoalescingReader(self._read_job_records)
+        self._counter = ThreadPoolExecutor(4, thread_name_prefix="pygeoapi-prefect-count")
 
     # -- processes ----------------------------------------------------------------------
 
@@ -276,9 +278,12 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             )
         with self._api():
             if not durations:
+                # The count scans every matching flow run: it runs beside the page's query.
+                counting = self._counter.submit(
+                    self.connection.client.count_flow_runs, flow_run_filter=flow_run_filter
+                )
                 flow_runs = self._read_flow_runs(flow_run_filter, query.limit, query.offset)
-                matched = self.connection.client.count_flow_runs(flow_run_filter=flow_run_filter)
-                return self._records(flow_runs), matched
+                return self._records(flow_runs), counting.result()
             matching = [
                 run
                 for run in self._read_flow_runs(flow_run_filter, _DURATION_SCAN_LIMIT, 0)
