@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -636,16 +637,57 @@ def test_oas_service_desc(api: Api) -> None:
         assert response.headers["content-type"].startswith("text/html")
 
 
+def _external_refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(("http://", "https://")):
+            yield ref
+        for value in node.values():
+            yield from _external_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _external_refs(value)
+
+
+def _stand_ins(refs: Iterator[str]) -> dict[str, dict[str, Any]]:
+    """Offline stand-ins for the OGC documents the definition refers to, by URL.
+
+    Each referenced component is replaced by the smallest valid component of its kind, so
+    that the definition's own structure is validated without the network.
+    """
+    documents: dict[str, dict[str, Any]] = {}
+    for ref in refs:
+        url, _, fragment = ref.partition("#")
+        node = documents.setdefault(url, {})
+        parts = [part for part in fragment.split("/") if part]
+        if not parts:  # a whole document: a schema file, `{}` stands in for it
+            continue
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if "parameters" in parts:
+            node[parts[-1]] = {"name": parts[-1], "in": "query", "schema": {"type": "string"}}
+        elif "responses" in parts:
+            node[parts[-1]] = {"description": f"stand-in for {ref}"}
+        else:
+            node[parts[-1]] = {}
+    return documents
+
+
 @modes()
 def test_oas_validates(api: Api) -> None:
-    try:
-        from openapi_spec_validator import validate  # type: ignore[import-not-found]
-    except ImportError:
-        pytest.skip(
-            "openapi-spec-validator is not installed (not a dependency of this project): "
-            "OAS 3.0 validity (/req/oas30/oas-definition-2) is not checked"
-        )
-    validate(_openapi(api))
+    """/req/oas30/oas-definition-2: the definition is valid OpenAPI 3.0 (OGC's own
+    documents it refers to are replaced by stand-ins: there is no network here)."""
+    from openapi_spec_validator import OpenAPIV30SpecValidator
+
+    doc = _openapi(api)
+    documents = _stand_ins(_external_refs(doc))
+
+    class Offline(OpenAPIV30SpecValidator):  # type: ignore[misc]
+        resolver_handlers: ClassVar[dict[str, Any]] = {
+            scheme: lambda uri: documents[uri.partition("#")[0]] for scheme in ("http", "https")
+        }
+
+    Offline(doc).validate()
 
 
 def _declares(doc: dict[str, Any], method: str, path: str) -> bool:
