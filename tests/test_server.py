@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.conftest import free_port
 
@@ -56,6 +57,17 @@ def test_embedded_default_runs_jobs_and_keeps_them_across_a_restart(
     assert results.json() == {"id": "echoOutput", "value": "kept"}
     listing = httpx.get(f"{server.url}/jobs", params={"f": "json"}, timeout=30).json()
     assert submitted.json()["jobID"] in {j["jobID"] for j in listing["jobs"]}
+
+    # Killed, not stopped: the embedded Prefect API does not outlive its pygeoapi process.
+    assert server.process is not None
+    family = psutil.Process(server.process.pid).children(recursive=True)
+    apis = [process for process in family if "uvicorn" in " ".join(process.cmdline())]
+    assert len(apis) == 1, family
+    starter = apis[0].parent()
+    assert starter is not None
+    starter.kill()
+    _, alive = psutil.wait_procs(apis, timeout=20)
+    assert not alive, "the embedded Prefect API outlived its pygeoapi process"
 
 
 def test_unreachable_prefect_api_answers_503(server_factory: Any) -> None:

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
 import prefect
@@ -30,6 +33,8 @@ from prefect.settings import get_current_settings
 __all__ = ["EmbeddedAPIServer", "create_app"]
 
 _READ_SUFFIXES = ("/filter", "/count", "/paginate", "/history")
+_PARENT_VARIABLE = "PYGEOAPI_PREFECT_PARENT_PID"
+_PARENT_POLL_SECONDS = 1.0
 
 
 class _OneWriterAtATime:
@@ -56,10 +61,25 @@ def _writes(method: str, path: str) -> bool:
 def create_app() -> Any:
     """Return Prefect's server app behind the one-writer queue (a uvicorn factory).
 
+    The server also stops when the pygeoapi process that started it is gone, however it
+    ended (a killed web server would otherwise leave it running, holding the database).
+
     Returns:
         The ASGI app.
     """
+    parent = os.environ.get(_PARENT_VARIABLE)
+    if parent is not None and parent.isdigit():
+        threading.Thread(
+            target=_stop_without, args=(int(parent),), name="parent-watch", daemon=True
+        ).start()
     return _OneWriterAtATime(create_prefect_app())
+
+
+def _stop_without(parent: int) -> None:
+    """Stop this server (as uvicorn stops on SIGTERM) once `parent` is no longer its parent."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class EmbeddedAPIServer(SubprocessASGIServer):
@@ -89,6 +109,7 @@ class EmbeddedAPIServer(SubprocessASGIServer):
                 "PREFECT_UI_ENABLED": "0",
                 "PREFECT__SERVER_EPHEMERAL": "1",
                 "PREFECT__SERVER_FINAL": "1",
+                _PARENT_VARIABLE: str(os.getpid()),
                 **get_current_settings().to_environment_variables(exclude_unset=True),
             },
         )
