@@ -478,3 +478,59 @@ def duration(doc: dict[str, Any], now: datetime | None = None) -> float | None:
 
 def rfc3339(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# -- the report per conformance class ---------------------------------------------------------
+
+_CLASS_OF_FILE = {
+    "test_outputs.py": "core",
+    "test_job_list.py": "job-list",
+    "test_properties.py": "job-list",
+    "test_dismiss.py": "dismiss",
+    "test_callback.py": "callback",
+    "test_hostile.py": "hostile input",
+}
+_CLASS_OF_PREFIX = {
+    "test_procdesc_": "ogc-process-description",
+    "test_json_": "json",
+    "test_oas_": "oas30",
+}
+_outcomes: dict[tuple[str, str], list[bool]] = {}
+
+
+def _conformance_class(item: pytest.Item) -> str | None:
+    path = Path(str(item.fspath))
+    if path.parent != Path(__file__).parent:
+        return None
+    if path.name == "test_core.py":
+        name = getattr(item, "originalname", item.name)
+        return next((c for p, c in _CLASS_OF_PREFIX.items() if name.startswith(p)), "core")
+    return _CLASS_OF_FILE.get(path.name)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Record, per conformance class and server mode, whether each test passed."""
+    outcome = yield
+    report = outcome.get_result()
+    kind = _conformance_class(item)
+    if kind is None or not (report.when == "call" or (report.when == "setup" and report.failed)):
+        return
+    callspec = getattr(item, "callspec", None)
+    mode = callspec.params.get("mode", "full") if callspec is not None else "full"
+    passed = report.passed and not hasattr(report, "wasxfail")
+    _outcomes.setdefault((kind, mode), []).append(passed)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print passed/total per conformance class and mode (an xfail is not a pass)."""
+    if not _outcomes:
+        return
+    terminalreporter.section("OGC API - Processes conformance, passed/total")
+    for kind in sorted({kind for kind, _ in _outcomes}):
+        cells = []
+        for mode in ("full", "stock"):
+            results = _outcomes.get((kind, mode), [])
+            if results:
+                cells.append(f"{mode} {sum(results)}/{len(results)}")
+        terminalreporter.write_line(f"{kind:26s} " + "   ".join(cells))
