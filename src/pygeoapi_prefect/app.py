@@ -458,6 +458,16 @@ _JOB_LIST_PARAMETERS = [
 ]
 
 
+def _path_parameter(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
 def _openapi_additions(document: dict[str, Any]) -> dict[str, Any]:
     """Declare what full conformance mode adds: job-list filters, logs and single outputs."""
     paths = document.setdefault("paths", {})
@@ -475,13 +485,7 @@ def _openapi_additions(document: dict[str, Any]) -> dict[str, Any]:
             for name, description, kind in _JOB_LIST_PARAMETERS
         ]
         job_list["responses"]["400"] = {"description": "An invalid query parameter value."}
-    job_id = {
-        "name": "jobId",
-        "in": "path",
-        "required": True,
-        "description": "job identifier",
-        "schema": {"type": "string"},
-    }
+    job_id = _path_parameter("jobId", "job identifier")
     paths["/jobs/{jobId}/logs"] = {
         "get": {
             "summary": "Retrieve a job's logs",
@@ -504,16 +508,7 @@ def _openapi_additions(document: dict[str, Any]) -> dict[str, Any]:
             "description": "The value of one output of a successful job, in its media type.",
             "operationId": "getJobOutput",
             "tags": ["jobs"],
-            "parameters": [
-                job_id,
-                {
-                    "name": "outputId",
-                    "in": "path",
-                    "required": True,
-                    "description": "output identifier",
-                    "schema": {"type": "string"},
-                },
-            ],
+            "parameters": [job_id, _path_parameter("outputId", "output identifier")],
             "responses": {
                 "200": {"description": "The output's value."},
                 "404": {"description": "No such job or output, or no result yet."},
