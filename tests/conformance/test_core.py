@@ -23,6 +23,7 @@ from tests.conformance.conftest import (
     Api,
     check_exception,
     check_status_info,
+    full_only,
     is_json,
     job_id_of,
     link,
@@ -467,6 +468,16 @@ def test_core_job_log_link(api: Api) -> None:
         assert {"timestamp", "level", "message"} <= set(entry), entry
         parse_time(entry["timestamp"])
         assert isinstance(entry["message"], str)
+
+
+@full_only
+def test_core_engine_job_logs_reach_prefect(api: Api) -> None:
+    """A job run by Prefect's flow engine in its own process ships its log lines before
+    the process ends (the process skips Python's teardown, not its exit hooks)."""
+    job_id = api.submit("word-stats", {"text": "the cat and the hat"})
+    assert api.final(job_id)["status"] == "successful"
+    messages = [entry["message"] for entry in api.get(f"/jobs/{job_id}/logs").json()]
+    assert any("Finished in state Completed" in message for message in messages), messages
 
 
 @modes()
