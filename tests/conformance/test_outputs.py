@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conformance.conftest import REL, Api, check_exception, modes
+from tests.conformance.conftest import EXC, REL, Api, check_exception, modes
 
 AREA = {"bbox": [5.0, 50.0, 6.5, 51.0], "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}
 INPUTS = {"text": "teststring", "numbers": [1, 2, 3], "area": AREA}
@@ -284,4 +284,4 @@ def test_unknown_output_of_a_job_is_404(api: Api) -> None:
     job_id = api.submit("kinds", INPUTS, outputs={"textOutput": {}})
     assert api.final(job_id)["status"] == "successful"
     for output in ("numbersOutput", "noSuchOutput"):
-        check_exception(api.get(f"/jobs/{job_id}/results/{output}"), 404)
+        check_exception(api.get(f"/jobs/{job_id}/results/{output}"), 404, EXC + "no-such-output")
