@@ -4,11 +4,12 @@ pygeoapi's API layer, not the manager, stands between some OGC API - Processes
 requirements and a stock server: it passes no job-list filters to the manager, declares
 neither job-list nor dismiss, answers with short exception codes, sends no failure message
 for a failed job's results, sends several raw outputs (or outputs by reference) as one
-JSON document, and refuses a subscriber without `successUri`. `create_app` takes
-pygeoapi's Flask app as it is, configured by the same config file, and replaces only the
-views of the job routes and of execution (around pygeoapi's own), and adds
-`/jobs/{id}/logs` and `/jobs/{id}/results/{outputId}`; every other route stays
-pygeoapi's. Start it with `pygeoapi-prefect serve`.
+JSON document, refuses a subscriber without `successUri`, and lists at most `limit`
+processes with no link to the rest. `create_app` takes pygeoapi's Flask app as it is,
+configured by the same config file, and replaces only the views of the job routes, of
+the process list and of execution (around pygeoapi's own), and adds `/jobs/{id}/logs`
+and `/jobs/{id}/results/{outputId}`; every other route stays pygeoapi's. Start it with
+`pygeoapi-prefect serve`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import urlencode
 from flask import Flask, request
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.sorting import LogSort
+from pygeoapi.api import evaluate_limit
 from pygeoapi.process.base import JobNotFoundError, JobResultNotFoundError
 from pygeoapi.util import JobStatus
 from werkzeug.exceptions import HTTPException
@@ -440,6 +442,21 @@ class _JobRoutes:
         return None
 
 
+def _offset() -> int:
+    value = _first("offset") or "0"
+    if not value.isdigit():
+        raise _BadQuery(f"offset must be a non-negative integer, not {value[:20]!r}")
+    return int(value)
+
+
+def _summary(response: Response) -> dict[str, Any]:
+    """A process summary: pygeoapi's description of the process, without its details."""
+    description: dict[str, Any] = json.loads(response.get_data())
+    for key in ("inputs", "outputs", "example"):
+        description.pop(key, None)
+    return description
+
+
 def _wants_html() -> bool:
     return request.args.get("f") == "html" or (
         "f" not in request.args and request.accept_mimetypes.best == "text/html"
@@ -469,7 +486,7 @@ def _path_parameter(name: str, description: str) -> dict[str, Any]:
 
 
 def _openapi_additions(document: dict[str, Any]) -> dict[str, Any]:
-    """Declare what full conformance mode adds: job-list filters, logs and single outputs."""
+    """Declare what full conformance mode adds: list parameters, logs and single outputs."""
     paths = document.setdefault("paths", {})
     job_list = paths.get("/jobs", {}).get("get")
     if isinstance(job_list, dict):
@@ -485,6 +502,17 @@ def _openapi_additions(document: dict[str, Any]) -> dict[str, Any]:
             for name, description, kind in _JOB_LIST_PARAMETERS
         ]
         job_list["responses"]["400"] = {"description": "An invalid query parameter value."}
+    process_list = paths.get("/processes", {}).get("get")
+    if isinstance(process_list, dict):
+        process_list.setdefault("parameters", []).append(
+            {
+                "name": "offset",
+                "in": "query",
+                "description": "How many processes to skip (the `next` and `prev` links set it).",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        )
     job_id = _path_parameter("jobId", "job identifier")
     paths["/jobs/{jobId}/logs"] = {
         "get": {
@@ -579,6 +607,43 @@ def create_app() -> Flask:
             return raw_response(values, modes, defined, job_url)
         return response
 
+    def processes(process_id: str | None = None) -> Any:
+        response = stock["pygeoapi.get_processes"](process_id)
+        if process_id is not None or response.status_code != 200 or not _is_json(response):
+            return response
+        try:
+            offset = _offset()
+        except _BadQuery as err:
+            return _problem(HTTPStatus.BAD_REQUEST, "InvalidParameterValue", str(err))
+        # pygeoapi lists the first `limit` processes (10 by default) and no more.
+        limits = api.config["server"].get("limits", {})
+        limit = evaluate_limit(request.args.get("limit"), limits, {})
+        document = json.loads(response.get_data())
+        names = list(manager.processes)
+        if offset:
+            document["processes"] = [
+                _summary(stock["pygeoapi.get_processes"](name))
+                for name in names[offset : offset + limit]
+            ]
+        params = [(k, v) for k, v in request.args.items(multi=True) if k != "offset"]
+        url = f"{api.base_url}/processes"
+        pages = [("next", offset + limit)] if offset + limit < len(names) else []
+        if offset:
+            pages.append(("prev", max(0, offset - limit)))
+        document["links"] = [
+            *document.get("links", []),
+            *(
+                {
+                    "href": f"{url}?{urlencode([*params, ('offset', str(start))])}",
+                    "rel": rel,
+                    "type": "application/json",
+                }
+                for rel, start in pages
+            ),
+        ]
+        response.set_data(json.dumps(document))
+        return response
+
     def conformance() -> Any:
         response = stock["pygeoapi.conformance"]()
         if not _is_json(response):
@@ -597,6 +662,7 @@ def create_app() -> Flask:
         return response
 
     views["pygeoapi.openapi"] = openapi
+    views["pygeoapi.get_processes"] = processes
     views["pygeoapi.get_jobs"] = jobs
     views["pygeoapi.get_job_result"] = job_result
     views["pygeoapi.execute_process_jobs"] = execute

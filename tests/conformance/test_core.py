@@ -179,12 +179,7 @@ def test_core_process_list_huge_limit(api: Api) -> None:
     assert is_json(response)
 
 
-@pytest.mark.parametrize("mode", ["stock", "full"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="pygeoapi's process list (served as is in both modes) has no next links "
-    "(SHOULD /rec/core/process-list-next-1)",
-)
+@modes(stock="pygeoapi's process list has no next links (SHOULD /rec/core/process-list-next-1)")
 def test_core_process_list_paging(api: Api) -> None:
     everything = [p["id"] for p in api.get("/processes").json()["processes"]]
     assert len(everything) > 2
@@ -195,6 +190,13 @@ def test_core_process_list_paging(api: Api) -> None:
         doc = api.get(nxt["href"]).json()
         seen += [p["id"] for p in doc["processes"]]
     assert sorted(seen) == sorted(everything)
+    assert link(doc, "prev") is not None
+
+
+@full_only
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5"])
+def test_core_process_list_invalid_offset(api: Api, value: str) -> None:
+    check_exception(api.get("/processes", params={"offset": value}), 400)
 
 
 # -- C. process description ---------------------------------------------------------------
