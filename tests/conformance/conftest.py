@@ -516,6 +516,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     kind = _conformance_class(item)
     if kind is None or not (report.when == "call" or (report.when == "setup" and report.failed)):
         return
+    if report.skipped and not hasattr(report, "wasxfail"):
+        return  # not applicable here (e.g. no sync-only process is configured)
     callspec = getattr(item, "callspec", None)
     mode = callspec.params.get("mode", "full") if callspec is not None else "full"
     passed = report.passed and not hasattr(report, "wasxfail")
