@@ -355,7 +355,7 @@ class _JobRoutes:
         if job.get("response") == "document":
             return self._json(results_document(output, defined))
         modes = transmission_modes(job.get("requested_outputs"), defined)
-        if wants_reshaping(modes) and (mimetype in (None, "application/json")):
+        if wants_reshaping(modes) and mimetype in (None, "application/json"):
             values = results_document(output, defined)
             return raw_response(values, modes, defined, f"{self.base_url}/jobs/{job_id}")
         if mimetype in (None, "application/json") or isinstance(output, (dict, list)):
