@@ -197,6 +197,11 @@ def _pygeoapi_config(directory: Path, work_pool: str) -> Path:
         "deployment": "word-stats/word-stats",
         "work_pool": work_pool,
     }
+    resources["fail"]["processor"]["prefect"] = {
+        "deployment": "pygeoapi-process/fail",
+        "work_pool": work_pool,
+        "retries": 1,
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -225,7 +230,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             with get_client(sync_client=True) as client:
                 client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"))
             LocalFileSystem(basepath=str(results_dir)).save("shared-results")
-            for process_id in ("echo", "word-stats"):
+            for process_id in ("echo", "word-stats", "fail"):
                 result = CliRunner().invoke(
                     cli,
                     [
@@ -333,6 +338,17 @@ def test_async_job_runs_on_the_worker_and_its_result_is_shared(cluster: Cluster)
     assert flow_run.work_pool_name == cluster.work_pool
     # the worker wrote it into the shared block
     assert any(path.is_file() for path in cluster.results_dir.rglob("*"))
+
+
+def test_retries_of_a_deployed_process_apply_to_its_jobs(cluster: Cluster) -> None:
+    job_id = _submit(cluster.a, "fail", {"message": "fails-twice"})
+    job = _wait_status(cluster.a, job_id, TERMINAL, timeout=120)
+    assert job["status"] == "failed", job
+    assert "fails-twice" in job["message"]
+    with cluster.client() as client:
+        flow_run = client.read_flow_run(uuid.UUID(job_id))
+    assert flow_run.empirical_policy.retries == 1
+    assert flow_run.run_count == 2, "the job ran once more after failing"
 
 
 def test_sync_job_on_the_other_replica(cluster: Cluster) -> None:

@@ -697,6 +697,8 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
                 ) from err
             self._deployment_ids[name] = deployment_id
         needs_job_id = "job_id" in parameters
+        # A worker only picks up SCHEDULED runs: hold the run until it is complete.
+        hold = needs_job_id or settings.retries > 0
         flow_run = client.create_flow_run_from_deployment(
             deployment_id,
             parameters=parameters,
@@ -705,11 +707,17 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             work_queue_name=settings.work_queue,
             job_variables=settings.job_variables or None,
             labels=dict(labels) or None,
-            # A worker only picks up SCHEDULED runs: hold it until the job id is set.
-            state=Pending() if needs_job_id else Scheduled(scheduled_time=datetime.now(UTC)),
+            state=Pending() if hold else Scheduled(scheduled_time=datetime.now(UTC)),
         )
+        if settings.retries:
+            # Retries are the Prefect server's to orchestrate, from the run's own policy
+            # (the flow's retries count only where the run sets none).
+            delay = round(settings.retry_delay)
+            policy = FlowRunPolicy(retries=settings.retries, retry_delay=delay)
+            client.update_flow_run(flow_run.id, empirical_policy=policy)
         if needs_job_id:
             flow_run = self._set_job_id(flow_run)
+        if hold:
             client.set_flow_run_state(
                 flow_run.id, Scheduled(scheduled_time=datetime.now(UTC)), force=True
             )
