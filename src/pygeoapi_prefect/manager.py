@@ -420,9 +420,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             parameters=parameters,
             tags=self._tags(process_id, settings),
             state=to_state_create(state or Scheduled(scheduled_time=datetime.now(UTC))),
-            empirical_policy=FlowRunPolicy(
-                retries=settings.retries, retry_delay=int(settings.retry_delay)
-            ),
+            empirical_policy=_retry_policy(settings),
         )
         response = client.request(
             "POST", "/flow_runs/", json=body.model_dump(mode="json", exclude_unset=True)
@@ -709,23 +707,25 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             labels=dict(labels) or None,
             state=Pending() if hold else Scheduled(scheduled_time=datetime.now(UTC)),
         )
-        if settings.retries:
-            # Retries are the Prefect server's to orchestrate, from the run's own policy
-            # (the flow's retries count only where the run sets none).
-            delay = round(settings.retry_delay)
-            policy = FlowRunPolicy(retries=settings.retries, retry_delay=delay)
-            client.update_flow_run(flow_run.id, empirical_policy=policy)
+        # The run's own retry policy: the Prefect server orchestrates retries from it (the
+        # flow's retries count only where the run sets none).
+        policy = _retry_policy(settings) if settings.retries else None
         if needs_job_id:
-            flow_run = self._set_job_id(flow_run)
+            flow_run = self._set_job_id(flow_run, policy)
+        elif policy is not None:
+            client.update_flow_run(flow_run.id, empirical_policy=policy)
         if hold:
             client.set_flow_run_state(
                 flow_run.id, Scheduled(scheduled_time=datetime.now(UTC)), force=True
             )
         return flow_run
 
-    def _set_job_id(self, flow_run: FlowRun) -> FlowRun:
+    def _set_job_id(self, flow_run: FlowRun, policy: FlowRunPolicy | None = None) -> FlowRun:
+        """Give a flow run its own id as its `job_id` parameter (and `policy`, if any)."""
         parameters = {**flow_run.parameters, "job_id": str(flow_run.id)}
-        self.connection.client.update_flow_run(flow_run.id, parameters=parameters)
+        self.connection.client.update_flow_run(
+            flow_run.id, parameters=parameters, empirical_policy=policy
+        )
         flow_run.parameters = parameters
         return flow_run
 
@@ -764,3 +764,8 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<PrefectManager> {self.name}"
+
+
+def _retry_policy(settings: ProcessSettings) -> FlowRunPolicy:
+    """The retry policy of a process's jobs (a flow run's `empirical_policy`)."""
+    return FlowRunPolicy(retries=settings.retries, retry_delay=round(settings.retry_delay))
