@@ -41,6 +41,16 @@ def _by_id(response: httpx.Response) -> dict[str, Message]:
     return {_content_id(part): part for part in _parts(response)}
 
 
+def _raw(api: Api, outputs: dict[str, Any]) -> httpx.Response:
+    """Execute `kinds` synchronously with a raw response of these outputs."""
+    return api.execute("kinds", INPUTS, asynchronous=False, outputs=outputs, response="raw")
+
+
+def _link_targets(response: httpx.Response) -> list[str]:
+    links = [value for key, value in response.headers.multi_items() if key.lower() == "link"]
+    return [link.split(">")[0].lstrip("<") for link in links]
+
+
 def _payload(part: Message) -> bytes:
     payload = part.get_payload(decode=True)
     return payload if isinstance(payload, bytes) else b""
@@ -200,7 +210,7 @@ def test_raw_several_outputs_are_multipart_related(api: Api) -> None:
 @modes(stock=RAW_MULTI)
 def test_raw_two_requested_outputs_are_the_only_parts(api: Api) -> None:
     outputs = {"numbersOutput": {"transmissionMode": "value"}, "textOutput": {}}
-    response = api.execute("kinds", INPUTS, asynchronous=False, outputs=outputs, response="raw")
+    response = _raw(api, outputs)
     assert response.status_code == 200, response.text
     assert [_content_id(part) for part in _parts(response)] == ["numbersOutput", "textOutput"]
 
@@ -211,12 +221,11 @@ def test_raw_by_reference_is_204_with_a_link_per_output(api: Api) -> None:
         "textOutput": {"transmissionMode": "reference"},
         "areaOutput": {"transmissionMode": "reference"},
     }
-    response = api.execute("kinds", INPUTS, asynchronous=False, outputs=outputs, response="raw")
+    response = _raw(api, outputs)
     assert response.status_code == 204, response.text
     assert response.content == b""
-    hrefs = [value for key, value in response.headers.multi_items() if key.lower() == "link"]
-    assert len(hrefs) == 2, response.headers
-    targets = [href.split(">")[0].lstrip("<") for href in hrefs]
+    targets = _link_targets(response)
+    assert len(targets) == 2, response.headers
     text = api.get(targets[0])
     assert text.status_code == 200
     assert text.content == b"teststring"
@@ -231,7 +240,7 @@ def test_raw_mixed_value_and_reference(api: Api) -> None:
         "textOutput": {"transmissionMode": "value"},
         "numbersOutput": {"transmissionMode": "reference"},
     }
-    response = api.execute("kinds", INPUTS, asynchronous=False, outputs=outputs, response="raw")
+    response = _raw(api, outputs)
     assert response.status_code == 200, response.text
     parts = _by_id(response)
     assert _payload(parts["textOutput"]) == b"teststring"
@@ -261,7 +270,7 @@ def test_async_raw_results_by_reference(api: Api) -> None:
     assert api.final(job_id)["status"] == "successful"
     response = api.get(f"/jobs/{job_id}/results")
     assert response.status_code == 204
-    target = response.headers["link"].split(">")[0].lstrip("<")
+    [target] = _link_targets(response)
     assert api.get(target).json() == [1, 2, 3]
 
 
