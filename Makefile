@@ -1,5 +1,5 @@
 # The commands of this project. The README's two commands, CI and developers use these.
-.PHONY: serve test lint typecheck unit docs bench openapi setup
+.PHONY: serve test lint typecheck unit docs versions bench openapi setup
 
 export PYGEOAPI_CONFIG ?= example-config.yml
 export PYGEOAPI_OPENAPI ?= example-openapi.yml
@@ -12,8 +12,8 @@ setup:
 serve: setup
 	$(VENV)/pygeoapi serve
 
-## Run every check: lint, types, tests, docs.
-test: setup lint typecheck unit docs
+## Run every check: lint, types, tests, docs, and the execution paths at other releases.
+test: setup lint typecheck unit docs versions
 
 lint:
 	$(VENV)/ruff check src tests benchmarks
@@ -27,6 +27,10 @@ unit:
 
 docs:
 	$(VENV)/mkdocs build --strict --quiet --site-dir .site
+
+## The execution-path tests at the dependencies' floors and at their newest releases.
+versions:
+	scripts/versions.sh floor newest
 
 ## Regenerate example-openapi.yml from example-config.yml.
 openapi: setup
