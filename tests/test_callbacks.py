@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -27,6 +28,7 @@ from pygeoapi_prefect.callbacks import (
     CallbackTarget,
     CallbackURLError,
     check_callback_url,
+    display_url,
     send_callback,
 )
 
@@ -41,6 +43,9 @@ class Fast(TypedDict):
 FAST: Fast = {"timeout": 2.0, "backoff": 0.01}
 REAL_GETADDRINFO = socket.getaddrinfo
 
+# The IANA special-purpose registries (IPv4 and IPv6), multicast and the reserved space,
+# written out here rather than taken from ipaddress, whose answers vary with the patch
+# level (before CPython's fix for CVE-2024-4032, 192.0.0.8 and 192.88.99.1 were global).
 REFUSED_V4_NETWORKS = [
     "0.0.0.0/8",
     "10.0.0.0/8",
@@ -48,12 +53,37 @@ REFUSED_V4_NETWORKS = [
     "127.0.0.0/8",
     "169.254.0.0/16",
     "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
     "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
     "224.0.0.0/4",
     "240.0.0.0/4",
     "255.255.255.255/32",
 ]
-CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+REFUSED_V6_NETWORKS = [
+    "::/128",
+    "::1/128",
+    "::/96",  # IPv4-compatible (deprecated), in the reserved ::/8
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/23",
+    "2001::/32",  # Teredo
+    "2001:2::/48",  # benchmarking
+    "2001:20::/28",  # ORCHIDv2
+    "2001:db8::/32",
+    "3fff::/20",
+    "5f00::/16",  # SRv6 SIDs, outside 2000::/3
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+    "4000::/3",  # unassigned, outside 2000::/3
+]
+REFUSED_V4 = [ipaddress.IPv4Network(network) for network in REFUSED_V4_NETWORKS]
 PROPERTY = settings(max_examples=100, deadline=None, database=None)
 
 
@@ -384,6 +414,103 @@ def test_error_is_a_value_error() -> None:
     assert issubclass(CallbackURLError, ValueError)
 
 
+def _samples(network: str) -> list[str]:
+    """The first, a middle and the last address of ``network``."""
+    net = ipaddress.ip_network(network)
+    return sorted({str(net[0]), str(net[net.num_addresses // 2]), str(net[-1])})
+
+
+@pytest.mark.parametrize(
+    "address", [address for network in REFUSED_V4_NETWORKS for address in _samples(network)]
+)
+def test_every_special_purpose_ipv4_range_refused(address: str) -> None:
+    with pytest.raises(CallbackURLError, match="resolves to") as refused:
+        check_callback_url(f"http://{address}/callback")
+    assert " a a " not in str(refused.value) and " an a" not in str(refused.value)
+
+
+@pytest.mark.parametrize("address", ["192.0.0.8", "192.0.0.9", "192.0.0.170", "192.88.99.1"])
+def test_ranges_ipaddress_called_global_before_cve_2024_4032_are_refused(address: str) -> None:
+    with pytest.raises(CallbackURLError, match="resolves to"):
+        check_callback_url(f"http://{address}/callback")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [address for network in REFUSED_V6_NETWORKS for address in _samples(network)]
+    + [
+        "::ffff:192.0.0.8",  # IPv4-mapped: judged as the IPv4 address
+        "64:ff9b::c058:6301",  # NAT64 around 192.88.99.1
+        "64:ff9b::7f00:1",  # NAT64 around 127.0.0.1
+        "2002:c000:8::1",  # 6to4 around 192.0.0.8
+        "2002:c0a8:101::1",  # 6to4 around 192.168.1.1
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo, whatever it embeds
+    ],
+)
+def test_every_special_purpose_ipv6_range_refused(
+    monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", fake_resolver({"cb.test": [address]}, []))
+    with pytest.raises(CallbackURLError, match="resolves to") as refused:
+        check_callback_url("http://cb.test/")
+    assert " a a " not in str(refused.value) and " an a" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "address", ["2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.4.4"]
+)
+def test_public_ipv6_and_wrappers_of_public_ipv4_accepted(
+    monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", fake_resolver({"cb.test": [address]}, []))
+    assert check_callback_url("http://cb.test/").host == "cb.test"
+
+
+def test_refusal_message_names_the_embedded_ipv4(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", fake_resolver({"cb.test": ["2002:7f00:1::1"]}, []))
+    with pytest.raises(CallbackURLError) as refused:
+        check_callback_url("http://cb.test/")
+    assert str(refused.value) == (
+        "callback host 'cb.test' resolves to 2002:7f00:1::1, an IPv6 address around "
+        "127.0.0.1, a loopback address"
+    )
+
+
+def test_a_resolver_that_hangs_is_refused_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def hanging(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        if host != "hang.test":
+            return REAL_GETADDRINFO(host, port, *args, **kwargs)
+        release.wait()
+        raise socket.gaierror("released")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    outcome: list[BaseException | CallbackTarget] = []
+
+    def check() -> None:
+        try:
+            outcome.append(check_callback_url("http://hang.test/", resolve_timeout=0.2))
+        except BaseException as error:
+            outcome.append(error)
+
+    checker = threading.Thread(target=check, daemon=True)
+    checker.start()
+    checker.join(30)
+    release.set()
+    assert outcome, "check_callback_url waited for a resolver that hangs"
+    assert isinstance(outcome[0], CallbackURLError), outcome
+    assert "did not resolve within 0.2 s" in str(outcome[0])
+
+
+def test_display_url_drops_query_fragment_and_user_information() -> None:
+    assert display_url("https://user:pw@hooks.example:8443/done?token=s3cret#frag") == (
+        "https://hooks.example:8443/done"
+    )
+    assert display_url("http://127.0.0.1:9/hook?token=s3cret") == "http://127.0.0.1:9/hook"
+    assert display_url("http://[::1") == "<malformed URL>"
+
+
 # --- send_callback ------------------------------------------------------------------------
 
 
@@ -503,6 +630,148 @@ def test_dns_rebinding_send_goes_to_pinned_address(
     assert json.loads(request["body"]) == {"status": "running"}
 
 
+@dataclass
+class RawServer:
+    """A loopback TCP server answering each connection with a scripted byte stream."""
+
+    answer: Callable[[socket.socket, threading.Event], None]
+    stop: threading.Event = field(default_factory=threading.Event)
+    connections: int = 0
+    listener: socket.socket = field(default_factory=socket.socket)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def start(self) -> RawServer:
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            with contextlib.suppress(OSError):
+                self.answer(conn, self.stop)
+
+
+@pytest.fixture
+def raw_servers() -> Iterator[Callable[..., RawServer]]:
+    started: list[RawServer] = []
+
+    def start(answer: Callable[[socket.socket, threading.Event], None]) -> RawServer:
+        started.append(RawServer(answer).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop.set()
+        server.listener.close()
+
+
+def trickle(first: bytes, each: bytes) -> Callable[[socket.socket, threading.Event], None]:
+    """Send ``first``, then ``each`` every 0.1 s until the test ends."""
+
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(first)
+        while not stop.wait(0.1):
+            conn.sendall(each)
+
+    return answer
+
+
+def send_in_thread(target: CallbackTarget, **options: Any) -> list[bool]:
+    """Run send_callback in a thread; its answer, or [] if it is still running after 60 s."""
+    answer: list[bool] = []
+    sender = threading.Thread(
+        target=lambda: answer.append(send_callback(target, {"n": 1}, **options)), daemon=True
+    )
+    sender.start()
+    sender.join(60)
+    return answer
+
+
+def test_send_gives_up_on_a_status_line_trickled_byte_by_byte(
+    raw_servers: Callable[..., RawServer],
+) -> None:
+    # Each byte arrives well within the attempt's timeout: only a deadline per attempt ends it.
+    server = raw_servers(trickle(b"HTTP/1.1 200 ", b"x"))
+    target = check_callback_url(f"{server.url}/hook", allow=LOOPBACK)
+    assert send_in_thread(target, timeout=1.0, retries=1, backoff=0.01) == [False]
+    assert server.connections == 2
+
+
+def test_send_gives_up_on_informational_answers_trickled_for_ever(
+    raw_servers: Callable[..., RawServer],
+) -> None:
+    server = raw_servers(trickle(b"HTTP/1.1 102 Processing\r\n", b"X-Wait: 1\r\n"))
+    target = check_callback_url(f"{server.url}/hook", allow=LOOPBACK)
+    assert send_in_thread(target, timeout=1.0, retries=0) == [False]
+
+
+def test_send_reads_the_status_line_only(raw_servers: Callable[..., RawServer]) -> None:
+    # The status line says delivered; headers that never end do not matter.
+    server = raw_servers(trickle(b"HTTP/1.1 200 OK\r\n", b"X-Slow: 1\r\n"))
+    target = check_callback_url(f"{server.url}/hook", allow=LOOPBACK)
+    assert send_in_thread(target, **FAST) == [True]
+
+
+def test_send_skips_informational_answers(raw_servers: Callable[..., RawServer]) -> None:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n"
+    server = raw_servers(trickle(answer + b"HTTP/1.1 204 No Content\r\n\r\n", b""))
+    target = check_callback_url(f"{server.url}/hook", allow=LOOPBACK)
+    assert send_in_thread(target, **FAST) == [True]
+
+
+def test_send_retries_a_malformed_answer(raw_servers: Callable[..., RawServer]) -> None:
+    server = raw_servers(trickle(b"SSH-2.0-OpenSSH_9.6\r\n", b""))
+    target = check_callback_url(f"{server.url}/hook", allow=LOOPBACK)
+    assert send_in_thread(target, retries=1, **FAST) == [False]
+    assert server.connections == 2
+
+
+def test_send_does_not_read_a_huge_body(raw_servers: Callable[..., RawServer]) -> None:
+    size = 128 * 1024 * 1024
+    sent: list[int] = []
+    finished = threading.Event()
+
+    def huge(conn: socket.socket, stop: threading.Event) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        chunk = b"x" * (1024 * 1024)
+        total = 0
+        try:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            while total < size:
+                conn.sendall(chunk)
+                total += len(chunk)
+        finally:
+            sent.append(total)
+            finished.set()
+
+    server = raw_servers(huge)
+    target = check_callback_url(f"{server.url}/hook", allow=LOOPBACK)
+    assert send_in_thread(target, **FAST) == [True]
+    assert finished.wait(60)
+    # The sender closed the connection after the status line: the server could write no
+    # more than the sockets' buffers hold, nowhere near the whole body.
+    assert sent[0] < size // 4, sent
+
+
 # --- properties ---------------------------------------------------------------------------
 
 
@@ -517,9 +786,8 @@ def test_refused_ranges_always_refused(address: ipaddress.IPv4Address) -> None:
 
 @PROPERTY
 @given(st.ip_addresses(v=4))
-def test_ipv4_refused_iff_not_public(address: ipaddress.IPv4Address) -> None:
-    # ipaddress counts multicast as global; callbacks refuse it all the same.
-    refused = not address.is_global or address in CGNAT or address.is_multicast
+def test_ipv4_refused_iff_special_purpose(address: ipaddress.IPv4Address) -> None:
+    refused = any(address in network for network in REFUSED_V4)
     try:
         target = check_callback_url(f"http://{address}:8080/cb")
     except CallbackURLError:
@@ -527,6 +795,9 @@ def test_ipv4_refused_iff_not_public(address: ipaddress.IPv4Address) -> None:
     else:
         assert not refused
         assert target.address == address
+        # Whatever the Python version, nothing accepted is one that ipaddress calls
+        # non-global (the list only refuses more, e.g. multicast).
+        assert address.is_global
 
 
 @PROPERTY

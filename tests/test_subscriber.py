@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
+import socket
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
+from prefect.client.schemas.objects import FlowRun
 
-from tests.conftest import free_port, submit, wait_until_final
+from pygeoapi_prefect import callbacks
+from pygeoapi_prefect.subscriber import LABEL_SUBSCRIBER, notify_failed
+from tests.conftest import ROOT, free_port, submit, wait_for, wait_until_final
+from tests.test_callbacks import REAL_GETADDRINFO, RawServer, trickle
 
 
 class Receiver:
@@ -109,3 +120,123 @@ def test_unreachable_subscriber_does_not_change_the_job(client: Any) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     job_id = submit(client, "echo", {"echoInput": "x"}, subscriber={"successUri": f"{dead}/s"})
     assert wait_until_final(client, job_id)["status"] == "successful"
+
+
+def test_a_subscriber_that_trickles_does_not_hold_the_job_slot(
+    server_factory: Any, prefect_api: str
+) -> None:
+    """One job slot: the first job's callback trickles its status line, one byte per 0.1 s.
+
+    The attempt's deadline ends it, the retry is answered at once, the job's process exits
+    and the second job gets the slot.
+    """
+    answers = itertools.count()
+    slow = trickle(b"HTTP/1.1 200 ", b"x")
+
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        if next(answers) == 0:
+            slow(conn, stop)
+        else:
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    subscriber = RawServer(answer).start()
+    server = server_factory(env={"PREFECT_API_URL": prefect_api}, prefect={"max_running_jobs": 1})
+    try:
+        server.start()
+        jobs = []
+        for text in ("first", "second"):
+            submitted = httpx.post(
+                f"{server.url}/processes/echo/execution",
+                json={"inputs": {"echoInput": text}, "subscriber": {"successUri": subscriber.url}},
+                headers={"Prefer": "respond-async"},
+                timeout=30,
+            )
+            assert submitted.status_code == 201, submitted.text
+            jobs.append(submitted.headers["Location"])
+
+        def status() -> dict[str, Any]:
+            return {
+                url: httpx.get(url, params={"f": "json"}, timeout=30).json()["status"]
+                for url in jobs
+            }
+
+        wait_for(status, lambda now: set(now.values()) == {"successful"}, timeout=120)
+        wait_for(lambda: {"connections": subscriber.connections}, lambda n: n["connections"] >= 3)
+    finally:
+        subscriber.stop.set()
+        subscriber.listener.close()
+
+
+def test_a_resolver_that_hangs_gives_a_400_in_time(
+    client: Any, manager: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        if host != "hang.test":
+            return REAL_GETADDRINFO(host, port, *args, **kwargs)
+        release.wait()
+        raise socket.gaierror("released")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    # raising=False: without the setting the request hangs, and the test says so below.
+    monkeypatch.setattr(callbacks, "RESOLVE_TIMEOUT", 0.5, raising=False)
+    before = manager.get_jobs(limit=1)["numberMatched"]
+    answers: list[Any] = []
+    request = threading.Thread(
+        target=lambda: answers.append(
+            client.post(
+                "/processes/echo/execution",
+                json={
+                    "inputs": {"echoInput": "x"},
+                    "subscriber": {"successUri": "http://hang.test/"},
+                },
+                headers={"Prefer": "respond-async"},
+            )
+        ),
+        daemon=True,
+    )
+    request.start()
+    request.join(60)
+    release.set()
+    assert answers, "the execute request waited for a resolver that hangs"
+    assert answers[0].status_code == 400, answers[0].data
+    assert "did not resolve within 0.5 s" in answers[0].json["description"]
+    assert manager.get_jobs(limit=1)["numberMatched"] == before
+
+
+EXIT_WITH_A_STUCK_DELIVERY = """
+import json, socket, threading, uuid
+from prefect.client.schemas.objects import FlowRun
+from pygeoapi_prefect import callbacks, subscriber
+
+socket.getaddrinfo = lambda *args, **kwargs: threading.Event().wait() or []
+callbacks.RESOLVE_TIMEOUT = 3600  # the delivery would wait an hour
+subscriber.DELIVERY_GRACE = 0.5
+label = json.dumps({"failedUri": "http://stuck.test/f", "allow": []})
+run = FlowRun(flow_id=uuid.uuid4(), labels={subscriber.LABEL_SUBSCRIBER: label})
+subscriber.notify_failed(run, "failed")
+"""
+
+
+def test_a_process_exits_with_a_delivery_still_stuck_after_the_grace() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_WITH_A_STUCK_DELIVERY],
+        capture_output=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"abandoned at exit" in done.stderr, done.stderr.decode()[-2000:]
+
+
+def test_an_undelivered_callback_is_logged_without_its_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pygeoapi_prefect")
+    url = f"http://127.0.0.1:{free_port()}/hook?token=s3cret"
+    label = json.dumps({"failedUri": url, "allow": ["127.0.0.1/32"]})
+    notify_failed(FlowRun(flow_id=uuid.uuid4(), labels={LABEL_SUBSCRIBER: label}), "failed")
+    wait_for(lambda: {"log": caplog.text}, lambda logged: "not delivered" in logged["log"])
+    assert "/hook" in caplog.text
+    assert "s3cret" not in caplog.text

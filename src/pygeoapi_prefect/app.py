@@ -66,6 +66,7 @@ EXCEPTIONS = {
 _MAX_LIMIT = 1000
 _DEFAULT_LIMIT = 10
 _JSON_TYPES = ("application/json",)
+_TRACEBACK = "Traceback (most recent call last):"
 
 
 def _problem(status: HTTPStatus, code: str, detail: str) -> Response:
@@ -91,6 +92,20 @@ def _is_json(response: Response) -> bool:
             mimetype = str(value).split(";")[0].strip().lower()
             return mimetype == "application/json" or mimetype.endswith("+json")
     return False
+
+
+def _without_traceback(message: str) -> str:
+    """A log message as clients see it: a traceback in it shrinks to its error line.
+
+    The traceback (source lines and install paths) stays in Prefect's log; the client gets
+    the text before it, then its last line (e.g. ``ValueError: boom``) in its place.
+    """
+    head, marker, rest = message.partition(_TRACEBACK)
+    if not marker:
+        return message
+    lines = [line.strip() for line in rest.splitlines() if line.strip()]
+    error = lines[-1] if lines else ""
+    return "\n".join(part for part in (head.strip(), error) if part)
 
 
 def results_document(value: Any, outputs: dict[str, Any]) -> dict[str, Any]:
@@ -398,7 +413,7 @@ class _JobRoutes:
             {
                 "timestamp": log.timestamp.isoformat(),
                 "level": logging.getLevelName(log.level),
-                "message": log.message,
+                "message": _without_traceback(log.message),
                 "taskRunID": str(log.task_run_id) if log.task_run_id else None,
             }
             for log in logs
@@ -517,7 +532,8 @@ def _openapi_additions(document: dict[str, Any]) -> dict[str, Any]:
     paths["/jobs/{jobId}/logs"] = {
         "get": {
             "summary": "Retrieve a job's logs",
-            "description": "The Prefect logs of the job's flow run, oldest first.",
+            "description": "The Prefect logs of the job's flow run, oldest first; a "
+            "traceback shows as its error line.",
             "operationId": "getJobLogs",
             "tags": ["jobs"],
             "parameters": [job_id],

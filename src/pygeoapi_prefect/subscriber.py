@@ -6,15 +6,19 @@ allow-list, as a label of the job's flow run. The job's flow carries state hooks
 deliver the callbacks from wherever the job runs, the web server's job process or a
 worker: `inProgressUri` when it starts, `successUri` with its results, `failedUri` with its
 status when it fails or crashes. Each delivery runs in a thread of its own, with retries
-and a timeout, so that a slow or refused subscriber never holds the job up or changes its
-status.
+and a deadline per attempt, so that a slow or refused subscriber never holds the job up or
+changes its status. When the job's process exits it waits for deliveries still under way,
+but at most `DELIVERY_GRACE` seconds: a subscriber cannot keep a job's process, and so its
+job slot, for longer. Logs name a callback URL without its query or user information.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,11 +26,17 @@ from prefect import Flow
 from prefect.client.schemas.objects import FlowRun, State
 from pygeoapi.util import Subscriber
 
-from pygeoapi_prefect.callbacks import CallbackURLError, check_callback_url, send_callback
+from pygeoapi_prefect.callbacks import (
+    CallbackURLError,
+    check_callback_url,
+    display_url,
+    send_callback,
+)
 from pygeoapi_prefect.jobs import process_id_of
 from pygeoapi_prefect.results import as_job_output
 
 __all__ = [
+    "DELIVERY_GRACE",
     "LABEL_SUBSCRIBER",
     "attach_hooks",
     "notify_failed",
@@ -37,6 +47,18 @@ LOGGER = logging.getLogger(__name__)
 
 LABEL_SUBSCRIBER = "pygeoapi.subscriber"
 """Flow-run label holding the subscriber URLs and the allow-list, as JSON."""
+
+DELIVERY_GRACE = 30.0
+"""Seconds a process waits, when it exits, for callbacks still being delivered.
+
+A delivery takes at most about 29 s (a 5 s resolver limit, then 4 attempts of at most
+5 s each, with 3.5 s of backoff between them), so this cuts short only a delivery that is
+stuck in a way its own limits did not foresee.
+"""
+
+_pending: set[threading.Thread] = set()
+_pending_lock = threading.Lock()
+_exit_hook: list[bool] = []
 
 
 def subscriber_labels(subscriber: Subscriber | None, allow: list[str]) -> dict[str, str]:
@@ -94,7 +116,7 @@ def _status_info(flow_run: FlowRun, status: str, message: str | None) -> dict[st
 
 
 def _deliver(flow_run: FlowRun, which: str, payload: Any) -> None:
-    """Send one callback in a thread of its own (not a daemon: the process waits for it)."""
+    """Send one callback in a daemon thread; the process waits for it at exit, bounded."""
     subscriber = _subscriber(flow_run)
     url = subscriber.get(which) if subscriber else None
     if subscriber is None or not isinstance(url, str):
@@ -102,14 +124,52 @@ def _deliver(flow_run: FlowRun, which: str, payload: Any) -> None:
 
     def send() -> None:
         try:
-            target = check_callback_url(url, list(subscriber.get("allow") or []))
-        except CallbackURLError as err:
-            LOGGER.warning("Job %s: %s callback refused: %s", flow_run.id, which, err)
-            return
-        if not send_callback(target, payload):
-            LOGGER.warning("Job %s: %s callback to %s not delivered", flow_run.id, which, url)
+            try:
+                target = check_callback_url(url, list(subscriber.get("allow") or []))
+            except CallbackURLError as err:
+                LOGGER.warning("Job %s: %s callback refused: %s", flow_run.id, which, err)
+                return
+            if not send_callback(target, payload):
+                LOGGER.warning(
+                    "Job %s: %s callback to %s not delivered",
+                    flow_run.id,
+                    which,
+                    display_url(url),
+                )
+        finally:
+            with _pending_lock:
+                _pending.discard(threading.current_thread())
 
-    threading.Thread(target=send, name=f"callback-{which}", daemon=False).start()
+    thread = threading.Thread(target=send, name=f"callback-{which}", daemon=True)
+    with _pending_lock:
+        if not _exit_hook:
+            # Registered on first use, so that in a job's process it runs before the exit
+            # hooks Prefect registered earlier (atexit runs the latest first).
+            atexit.register(_wait_for_deliveries)
+            _exit_hook.append(True)
+        _pending.add(thread)
+    try:
+        thread.start()
+    except RuntimeError:
+        with _pending_lock:
+            _pending.discard(thread)
+        raise
+
+
+def _wait_for_deliveries() -> None:
+    """At exit: join the delivery threads still running, all within `DELIVERY_GRACE`."""
+    deadline = time.monotonic() + DELIVERY_GRACE
+    with _pending_lock:
+        threads = list(_pending)
+    for thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0))
+    left = sum(thread.is_alive() for thread in threads)
+    if left:
+        LOGGER.warning(
+            "%d callback(s) still being delivered after %g s; abandoned at exit",
+            left,
+            DELIVERY_GRACE,
+        )
 
 
 def _on_running(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:

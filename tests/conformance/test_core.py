@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -11,6 +12,8 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
+from prefect import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from tests.conformance.conftest import (
     CONF,
@@ -21,6 +24,7 @@ from tests.conformance.conftest import (
     SLOW_PAUSE,
     TERMINAL,
     Api,
+    Receiver,
     check_exception,
     check_status_info,
     full_only,
@@ -480,6 +484,31 @@ def test_core_engine_job_logs_reach_prefect(api: Api) -> None:
     assert api.final(job_id)["status"] == "successful"
     messages = [entry["message"] for entry in api.get(f"/jobs/{job_id}/logs").json()]
     assert any("Finished in state Completed" in message for message in messages), messages
+
+
+@full_only
+def test_core_job_logs_show_a_traceback_as_its_error_line(api: Api, receiver: Receiver) -> None:
+    """Anyone may read a job's logs: a traceback shows as its error line, with no source
+    lines or install paths; the whole traceback stays in Prefect's log."""
+    _, subscriber = receiver.subscriber()
+    # With a subscriber the job runs in Prefect's flow engine, which logs the traceback.
+    job_id = api.submit("fail", {"message": "boom-7c1"}, subscriber=subscriber)
+    assert api.final(job_id)["status"] == "failed"
+    run_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(job_id)]))
+    with get_client(sync_client=True) as prefect:
+        deadline = time.monotonic() + 60
+        while not any(
+            "Traceback (most recent call last)" in log.message
+            for log in prefect.read_logs(log_filter=run_filter)
+        ):
+            assert time.monotonic() < deadline, "no traceback reached Prefect's log"
+            time.sleep(0.2)
+    messages = [entry["message"] for entry in api.get(f"/jobs/{job_id}/logs").json()]
+    assert any(message.endswith("ProcessorExecuteError: boom-7c1") for message in messages), (
+        messages
+    )
+    for message in messages:
+        assert "Traceback" not in message and 'File "' not in message, message
 
 
 @modes()
