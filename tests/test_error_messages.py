@@ -169,6 +169,11 @@ def test_server_recognises_a_url_without_api(
 ) -> None:
     server = _server(server_factory, connection=base_url)
     answers = {
+        "sync execute": httpx.post(
+            f"{server.url}/processes/hello-world/execution",
+            json={"inputs": {"name": "x"}},
+            timeout=60,
+        ),
         "execute": _echo(server),
         "execute on a deployment": _echo(server, "echo-deployed"),
         "job list": httpx.get(f"{server.url}/jobs?f=json", timeout=60),

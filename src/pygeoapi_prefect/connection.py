@@ -150,7 +150,14 @@ class PrefectConnection:
     def _resolve(self) -> str:
         url = self._configured_url or PREFECT_API_URL.value()
         if url:
-            return str(url).rstrip("/")
+            url = str(url).rstrip("/")
+            try:
+                check_api_url(url)
+            except httpx.TransportError as err:
+                raise PrefectUnavailableError(
+                    f"cannot reach {url}: {type(err).__name__}: {err}"
+                ) from err
+            return url
         from pygeoapi_prefect.embedded_api import EmbeddedAPIServer
 
         LOGGER.info("No Prefect API configured: starting the embedded local Prefect API")
@@ -167,13 +174,6 @@ class PrefectConnection:
         """A synchronous Prefect client bound to `api_url`, shared by all threads."""
         if self._client is None:
             api_url = self.api_url
-            if not self.embedded:
-                try:
-                    check_api_url(api_url)
-                except httpx.TransportError as err:
-                    raise PrefectUnavailableError(
-                        f"cannot reach {api_url}: {type(err).__name__}: {err}"
-                    ) from err
             with self._lock:
                 if self._client is None:
                     settings: dict[str, object] = {}
