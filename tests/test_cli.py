@@ -60,7 +60,7 @@ def read_deployment(name: str) -> Deployment:
 def test_processes_lists_the_example_processes(config: Path) -> None:
     result = run("processes", "--pygeoapi-config", str(config))
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[0].split() == ["PROCESS", "PROCESSOR", "DEPLOYMENT"]
     listed = {line.split()[0]: line for line in lines[1:]}
     assert set(listed) == {"hello-world", "echo", "fail", "progress", "word-stats", "tiles"}

@@ -22,6 +22,8 @@ def test_flow_process_runs_sync_with_its_tasks(client: Any) -> None:
         "distinct": 4,
         "top": [{"word": "the", "count": 2}, {"word": "and", "count": 1}],
     }
+    # one value per output the description declares
+    assert set(client.get("/processes/word-stats?f=json").json["outputs"]) == set(response.json)
 
 
 def test_flow_process_job_is_a_run_of_the_authors_flow(client: Any) -> None:
@@ -62,6 +64,7 @@ def test_progress_and_task_retries(client: Any) -> None:
     assert final["status"] == "successful"
     results = client.get(f"/jobs/{job_id}/results?f=json").json
     assert results == {"tiles": 4, "retried": [2, 4]}
+    assert set(client.get("/processes/tiles?f=json").json["outputs"]) == set(results)
 
 
 def test_invalid_input_is_refused_before_any_job_exists(client: Any, manager: Any) -> None:

@@ -14,7 +14,6 @@ import inspect
 import json
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,11 +30,13 @@ from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRu
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
-from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import ValidationError
 from pygeoapi.plugin import load_plugin
 
+from pygeoapi_prefect.connection import check_api_url
+from pygeoapi_prefect.errors import PrefectAPIURLError, processor_import_message
 from pygeoapi_prefect.flows import job_parameters, run_pygeoapi_process
 from pygeoapi_prefect.jobs import JOB_TAG, process_tag
 from pygeoapi_prefect.process.base import BasePrefectProcessor, flow_parameters
@@ -77,15 +78,56 @@ def _process_settings(resource: dict[str, Any]) -> ProcessSettings:
         raise click.ClickException(f"invalid processor.prefect options: {err}") from err
 
 
-@contextmanager
-def _prefect_client() -> Iterator[SyncPrefectClient]:
-    """A Prefect client, with unreachable APIs reported as a clear error."""
+def _api_url(config: dict[str, Any], config_path: Path) -> str:
+    """The URL of the Prefect API the configured server uses, checked.
+
+    Without one, Prefect's client would quietly start a temporary API of its own, which
+    is gone when the command ends: that is refused.
+    """
+    url = _manager_settings(config).api_url or PREFECT_API_URL.value()
+    if not url:
+        raise click.ClickException(
+            "no Prefect API configured: PREFECT_API_URL is unset and "
+            f"server.manager.connection in {config_path} names no API URL. Set either to the "
+            "API URL of the Prefect server your pygeoapi uses (e.g. http://127.0.0.1:4200/api); "
+            "without it, Prefect would start a temporary API that is gone when this command ends."
+        )
+    url = str(url).rstrip("/")
     try:
-        with get_client(sync_client=True) as client:
+        check_api_url(url)
+    except PrefectAPIURLError as err:
+        raise click.ClickException(str(err.description)) from err
+    except httpx.TransportError as err:
+        raise click.ClickException(
+            f"cannot reach the Prefect API at {url} ({err}); is PREFECT_API_URL right?"
+        ) from err
+    return url
+
+
+@contextmanager
+def _prefect_client(url: str) -> Iterator[SyncPrefectClient]:
+    """A Prefect client of `url`, with failures of the API reported as errors naming it."""
+    try:
+        with (
+            temporary_settings(updates={PREFECT_API_URL: url}),
+            get_client(sync_client=True) as client,
+        ):
             yield client
     except httpx.TransportError as err:
         raise click.ClickException(
-            f"cannot reach the Prefect API ({err}); is PREFECT_API_URL right?"
+            f"cannot reach the Prefect API at {url} ({err}); is PREFECT_API_URL right?"
+        ) from err
+    except PrefectHTTPStatusError as err:
+        raise click.ClickException(f"the Prefect API at {url} answered: {err}") from err
+
+
+def _load_processor(process_id: str, processor_def: dict[str, Any]) -> Any:
+    """Load a processor as pygeoapi does, telling a processor that does not import as such."""
+    try:
+        return load_plugin("process", processor_def)
+    except (ImportError, AttributeError) as err:
+        raise click.ClickException(
+            processor_import_message(process_id, str(processor_def.get("name")), err)
         ) from err
 
 
@@ -125,7 +167,8 @@ def cli() -> None:
 @pygeoapi_config_option
 def list_processes(config_path: Path) -> None:
     """List the configured processes and the state of their deployments."""
-    processes = _processes(_load_config(config_path))
+    config = _load_config(config_path)
+    processes = _processes(config)
     deployments: dict[str, str] = {}
     wanted = {
         pid: s.deployment
@@ -133,7 +176,9 @@ def list_processes(config_path: Path) -> None:
         if (s := _process_settings(resource)).deployment
     }
     if wanted:
-        with _prefect_client() as client:
+        url = _api_url(config, config_path)
+        click.echo(f"Deployments on the Prefect API at {url}:", err=True)
+        with _prefect_client(url) as client:
             for process_id, name in wanted.items():
                 try:
                     deployment = client.read_deployment_by_name(str(name))
@@ -358,7 +403,7 @@ def deploy_process(
     schedule_inputs = _json_pairs(inputs, "input")
     if schedule_inputs and schedule is None:
         raise click.UsageError("--input sets the inputs of scheduled runs: give a schedule too")
-    processor = load_plugin("process", resource["processor"])
+    processor = _load_processor(process_id, resource["processor"])
 
     variables: dict[str, Any] = {**settings.job_variables, **_json_pairs(job_variables, "job")}
     env = variables.get("env", {})
@@ -381,19 +426,20 @@ def deploy_process(
         settings.deployment.split("/", 1)[1] if settings.deployment else process_id
     )
 
-    with _prefect_client() as client:
-        click.echo(f"Checking work pool {pool!r}...", err=True)
+    url = _api_url(config, config_path)
+    with _prefect_client(url) as client:
+        click.echo(f"Checking work pool {pool!r} on the Prefect API at {url}...", err=True)
         try:
             client.read_work_pool(pool)
         except ObjectNotFound as err:
             raise click.ClickException(
-                f"unknown work pool {pool!r}: create it with `prefect work-pool create {pool} "
-                "--type process`"
+                f"unknown work pool {pool!r} on the Prefect API at {url}: create it with "
+                f"`prefect work-pool create {pool} --type process`"
             ) from err
         manager = _manager_settings(config)
         if not settings.result_storage and not manager.result_storage:
             # The manager's default local block, saved now so that the deployment can name it.
-            ResultStorage(manager).block_for(str(PREFECT_API_URL.value()))
+            ResultStorage(manager).block_for(url)
         flow_id = client.create_flow_from_name(flow.name)
         schedules = []
         if schedule is not None:
@@ -420,7 +466,10 @@ def deploy_process(
         click.echo(f"Ensuring automation {ZOMBIE_AUTOMATION!r}...", err=True)
         _ensure_zombie_automation(client, heartbeat_timeout)
     full_name = f"{flow.name}/{deployment_name}"
-    click.echo(f"Deployed {process_id} as {full_name} ({deployment_id}) on work pool {pool}.")
+    click.echo(
+        f"Deployed {process_id} as {full_name} ({deployment_id}) on work pool {pool} "
+        f"of the Prefect API at {url}."
+    )
     if settings.deployment != full_name:
         click.echo(
             f"Set `processor.prefect.deployment: {full_name}` for {process_id} in "
@@ -436,15 +485,29 @@ def worker(config_path: Path, work_pool: str, work_queues: tuple[str, ...]) -> N
     """Start a local Prefect process worker for the configured processes (development).
 
     It is `prefect worker start --type process`, with PYGEOAPI_CONFIG set so that the
-    deployed processes find their configuration.
+    deployed processes find their configuration, and PREFECT_API_URL the API the server
+    uses. The command becomes the worker process: a signal (SIGTERM, Ctrl-C) reaches
+    the worker itself, and nothing is left running once it has exited.
     """
-    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+    url = _api_url(_load_config(config_path), config_path)
+    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent))
+    if prefect is None:
+        raise click.ClickException(f"no `prefect` command next to {sys.executable}")
     command = [prefect, "worker", "start", "--pool", work_pool, "--type", "process"]
     for queue in work_queues:
         command += ["--work-queue", queue]
-    env = {**os.environ, "PYGEOAPI_CONFIG": str(config_path.resolve())}
-    click.echo(f"Starting a process worker for work pool {work_pool}...", err=True)
-    raise SystemExit(subprocess.call(command, env=env))
+    env = {
+        **os.environ,
+        "PYGEOAPI_CONFIG": str(config_path.resolve()),
+        "PREFECT_API_URL": url,
+    }
+    click.echo(
+        f"Starting a process worker for work pool {work_pool} of the Prefect API at {url}...",
+        err=True,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(prefect, command, env)
 
 
 @cli.command("serve")

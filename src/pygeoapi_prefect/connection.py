@@ -7,6 +7,9 @@ Three cases, decided at first use (never at construction, which also runs inside
 2. else `PREFECT_API_URL` is set, as for any Prefect client;
 3. else the embedded default: Prefect's own local API server (SQLite, started in a
    subprocess as Prefect's ephemeral mode does; see `embedded_api`).
+
+A configured URL is checked once, at first use (`check_api_url`): a URL that is a Prefect
+server's address without its `/api` path would otherwise answer each request with a 404.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import time
 
 import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import (
+    PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+    PREFECT_API_URL,
+    temporary_settings,
+)
 
-from pygeoapi_prefect.errors import PrefectUnavailableError
+from pygeoapi_prefect.errors import PrefectAPIURLError, PrefectUnavailableError
 
-__all__ = ["PrefectConnection"]
+__all__ = ["PrefectConnection", "check_api_url"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -71,6 +78,52 @@ class _QuickRetryTransport(httpx.BaseTransport):
         self._inner.close()
 
 
+def _answers_health(url: str, timeout: float) -> tuple[bool, int]:
+    """Whether `<url>/health` answers `true`, as Prefect's API does, and its status."""
+    response = httpx.get(
+        f"{url}/health",
+        timeout=timeout,
+        verify=not PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value(),
+    )
+    try:
+        healthy = response.status_code == 200 and response.json() is True
+    except ValueError:  # not JSON: a web page (Prefect's UI answers any path with one)
+        healthy = False
+    return healthy, response.status_code
+
+
+def check_api_url(url: str, timeout: float = 5.0) -> None:
+    """Check that `url` is a Prefect API URL: `<url>/health` answers as Prefect's does.
+
+    A URL that lacks its `/api` path is recognised by `<url>/api/health` answering, and the
+    error says so. Answers that tell nothing about the URL (401, 5xx...) pass.
+
+    Args:
+        url: The Prefect API URL, without a trailing slash.
+        timeout: Seconds to wait for each answer.
+
+    Raises:
+        PrefectAPIURLError: When `url` is not a Prefect API URL (the message names it).
+        httpx.TransportError: When `url` cannot be reached.
+    """
+    healthy, status = _answers_health(url, timeout)
+    if healthy or status not in (200, 404):
+        return
+    try:
+        lacks_api, _ = _answers_health(f"{url}/api", timeout)
+    except httpx.TransportError:
+        lacks_api = False
+    if lacks_api:
+        raise PrefectAPIURLError(
+            f"The Prefect API URL {url} lacks /api: {url}/api/health answers. Set "
+            f"PREFECT_API_URL or server.manager.connection to {url}/api."
+        )
+    raise PrefectAPIURLError(
+        f"The Prefect API URL {url} is not one: {url}/health answered HTTP {status}, not "
+        "`true`. A Prefect API URL ends with /api, e.g. http://127.0.0.1:4200/api."
+    )
+
+
 class PrefectConnection:
     """Lazily resolved Prefect API URL and a shared synchronous client.
 
@@ -97,7 +150,14 @@ class PrefectConnection:
     def _resolve(self) -> str:
         url = self._configured_url or PREFECT_API_URL.value()
         if url:
-            return str(url).rstrip("/")
+            url = str(url).rstrip("/")
+            try:
+                check_api_url(url)
+            except httpx.TransportError as err:
+                raise PrefectUnavailableError(
+                    f"cannot reach {url}: {type(err).__name__}: {err}"
+                ) from err
+            return url
         from pygeoapi_prefect.embedded_api import EmbeddedAPIServer
 
         LOGGER.info("No Prefect API configured: starting the embedded local Prefect API")

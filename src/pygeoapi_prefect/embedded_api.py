@@ -107,6 +107,9 @@ class EmbeddedAPIServer(SubprocessASGIServer):
             env={
                 **os.environ,
                 "PREFECT_UI_ENABLED": "0",
+                # No telemetry: its service writes at start, racing the first jobs for SQLite.
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "DO_NOT_TRACK": "1",
                 "PREFECT__SERVER_EPHEMERAL": "1",
                 "PREFECT__SERVER_FINAL": "1",
                 _PARENT_VARIABLE: str(os.getpid()),

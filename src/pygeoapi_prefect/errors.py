@@ -2,9 +2,11 @@
 
 pygeoapi's API layer turns a `ProcessorExecuteError` raised while executing into an OGC
 exception document with the error's `http_status_code`; on its other job routes it does
-not catch manager errors. The errors here are therefore also werkzeug HTTP exceptions,
-which Flask (pygeoapi's default server) renders through `get_response` as the same JSON
-document, instead of a bare 500.
+not catch manager errors. The errors here are therefore werkzeug HTTP exceptions, which
+Flask (pygeoapi's default server) renders through `get_response` as the same JSON
+document, instead of a bare 500. Every 503 carries `Retry-After`: as pygeoapi's execute
+handler answers with its own headers, a 503 is not a `ProcessorExecuteError`, and Flask
+renders it on execute too.
 """
 
 from __future__ import annotations
@@ -25,14 +27,18 @@ __all__ = [
     "DeploymentNotFoundError",
     "InvalidInputError",
     "JobStillRunningError",
+    "OGCExecuteError",
     "OGCHTTPError",
+    "PrefectAPIURLError",
     "PrefectUnavailableError",
+    "ProcessorImportError",
     "ResultNotAvailableError",
     "prefect_api_errors",
+    "processor_import_message",
 ]
 
 
-class OGCHTTPError(ProcessorExecuteError, HTTPException):  # type: ignore[misc]
+class OGCHTTPError(HTTPException):
     """An error that answers as an OGC exception document with its own HTTP status."""
 
     http_status_code = HTTPStatus.INTERNAL_SERVER_ERROR
@@ -40,10 +46,8 @@ class OGCHTTPError(ProcessorExecuteError, HTTPException):  # type: ignore[misc]
     headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str) -> None:
-        ProcessorExecuteError.__init__(self, message, user_msg=message)
+        HTTPException.__init__(self, message)
         self.code = int(self.http_status_code)
-        self.description = message
-        self.response = None
 
     def get_response(self, environ: Any = None, scope: Any = None) -> Response:
         """Return the JSON response Flask sends for this error."""
@@ -53,12 +57,23 @@ class OGCHTTPError(ProcessorExecuteError, HTTPException):  # type: ignore[misc]
             "status": int(self.http_status_code),
             "description": self.description,
         }
+        headers = dict(self.headers)
+        if self.http_status_code == HTTPStatus.SERVICE_UNAVAILABLE:
+            headers.setdefault("Retry-After", "5")
         return Response(
             json.dumps(body),
             status=int(self.http_status_code),
-            headers=list(self.headers),
+            headers=list(headers.items()),
             mimetype="application/json",
         )
+
+
+class OGCExecuteError(ProcessorExecuteError, OGCHTTPError):  # type: ignore[misc]
+    """An `OGCHTTPError` that pygeoapi's execute handler answers (status and message)."""
+
+    def __init__(self, message: str) -> None:
+        # (pygeoapi's error passes `message` on to `OGCHTTPError.__init__`, next in line)
+        ProcessorExecuteError.__init__(self, message, user_msg=message)
 
 
 class PrefectUnavailableError(OGCHTTPError):
@@ -66,13 +81,19 @@ class PrefectUnavailableError(OGCHTTPError):
 
     http_status_code = HTTPStatus.SERVICE_UNAVAILABLE
     ogc_exception_code = "ServiceUnavailable"
-    headers = (("Retry-After", "5"),)
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"The Prefect API is unreachable: {detail}")
 
 
-class ResultNotAvailableError(OGCHTTPError):
+class PrefectAPIURLError(PrefectUnavailableError):
+    """The configured Prefect API URL is not one (it lacks `/api`, say): 503 saying so."""
+
+    def __init__(self, message: str) -> None:
+        OGCHTTPError.__init__(self, message)
+
+
+class ResultNotAvailableError(OGCExecuteError):
     """A job that did not succeed has no results (dismissed jobs, for one)."""
 
     http_status_code = HTTPStatus.NOT_FOUND
@@ -86,18 +107,52 @@ class DeploymentNotFoundError(OGCHTTPError):
     ogc_exception_code = "DeploymentNotFound"
 
 
-class InvalidInputError(OGCHTTPError):
+class InvalidInputError(OGCExecuteError):
     """An execute request whose inputs do not fit the process description."""
 
     http_status_code = HTTPStatus.BAD_REQUEST
     ogc_exception_code = "InvalidParameterValue"
 
 
-class JobStillRunningError(OGCHTTPError):
+class JobStillRunningError(OGCExecuteError):
     """A synchronous execution outlasted `sync_timeout`; the job goes on."""
 
     http_status_code = HTTPStatus.GATEWAY_TIMEOUT
     ogc_exception_code = "JobStillRunning"
+
+
+def processor_import_message(process_id: str, name: str, error: BaseException) -> str:
+    """Say which processor does not import, why, and how to make it importable.
+
+    Args:
+        process_id: The process whose processor it is.
+        name: The processor's `name` in the config (`package.module.Class`).
+        error: The import failure.
+
+    Returns:
+        The message.
+    """
+    module, _, class_name = name.rpartition(".")
+    top = module.partition(".")[0] or name
+    return (
+        f"process {process_id!r}: cannot import its processor class {class_name!r} from "
+        f"module {module!r} ({type(error).__name__}: {error}). Make {module!r} importable "
+        f"where this runs: install the package that provides it (`pip install ...`), or add "
+        f"the directory that holds {top!r} to PYTHONPATH."
+    )
+
+
+class ProcessorImportError(RuntimeError):
+    """A configured processor does not import: a configuration error, raised at start.
+
+    Args:
+        process_id: The process whose processor it is.
+        name: The processor's `name` in the config.
+        error: The import failure.
+    """
+
+    def __init__(self, process_id: str, name: str, error: BaseException) -> None:
+        super().__init__(processor_import_message(process_id, name, error))
 
 
 @contextmanager

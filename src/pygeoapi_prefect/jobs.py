@@ -8,11 +8,15 @@ from the flow run and its state. Nothing about a job is kept outside Prefect.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import LogSort
 from pygeoapi.util import DATETIME_FORMAT, JobStatus
 
 __all__ = [
@@ -23,6 +27,7 @@ __all__ = [
     "created_of",
     "duration_of",
     "job_record",
+    "last_errors",
     "parse_job_id",
     "process_id_of",
     "process_tag",
@@ -39,6 +44,9 @@ LABEL_MIMETYPE = "pygeoapi.mimetype"
 """Flow-run label holding the media type of a finished job's result."""
 
 _RUNNING_SCHEDULED_NAMES = {"AwaitingRetry", "Retrying"}
+
+_ERROR_LOG_LIMIT = 200
+"""The most ERROR-level log lines read for a page of crashed jobs (one Prefect page)."""
 
 
 @dataclass(frozen=True)
@@ -136,14 +144,50 @@ def _timestamp(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).strftime(DATETIME_FORMAT)
 
 
-def _message(flow_run: FlowRun, status: JobStatus, progress_message: str | None) -> str:
+def last_errors(client: SyncPrefectClient, flow_runs: list[FlowRun]) -> dict[uuid.UUID, str]:
+    """Read the last error each crashed job logged, in one query.
+
+    A crashed flow run's state says only that its process ended (say, `Process exited
+    with status code: 1`); the cause, such as a module its worker cannot import, is in
+    the run's log.
+
+    Args:
+        client: A Prefect client.
+        flow_runs: Jobs' flow runs; only the CRASHED ones are looked at.
+
+    Returns:
+        For each crashed flow run that logged an error: the last line of its last one.
+    """
+    crashed = [run.id for run in flow_runs if run.state_type == StateType.CRASHED]
+    if not crashed:
+        return {}
+    logs = client.read_logs(
+        log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=crashed),
+            level=LogFilterLevel(ge_=logging.ERROR),
+        ),
+        sort=LogSort.TIMESTAMP_DESC,
+        limit=_ERROR_LOG_LIMIT,
+    )
+    found: dict[uuid.UUID, str] = {}
+    for log in logs:
+        lines = [line.strip() for line in log.message.splitlines() if line.strip()]
+        if log.flow_run_id is not None and log.flow_run_id not in found and lines:
+            found[log.flow_run_id] = lines[-1]
+    return found
+
+
+def _message(
+    flow_run: FlowRun, status: JobStatus, progress_message: str | None, last_error: str | None
+) -> str:
     state = flow_run.state
     state_message = state.message if state is not None else None
     if state is not None and state.type == StateType.CANCELLING:
         return state_message or "Job is being dismissed"
     if status == JobStatus.failed:
         name = (state.name if state is not None else None) or "Failed"
-        return f"{name}: {state_message}" if state_message else f"Job {name.lower()}"
+        message = f"{name}: {state_message}" if state_message else f"Job {name.lower()}"
+        return f"{message} (last error logged: {last_error})" if last_error else message
     if status == JobStatus.running and progress_message:
         return progress_message
     if state_message:
@@ -159,12 +203,14 @@ def _message(flow_run: FlowRun, status: JobStatus, progress_message: str | None)
 def job_record(
     flow_run: FlowRun,
     progress: tuple[int, str | None] | None = None,
+    last_error: str | None = None,
 ) -> dict[str, Any]:
     """Build the job mapping pygeoapi expects from a flow run.
 
     Args:
         flow_run: The flow run of the job.
         progress: The last progress the job reported (percent, message), if any.
+        last_error: For a crashed job, the last error it logged (see `last_errors`).
 
     Returns:
         The job as pygeoapi's API layer reads it (keys of `BaseManager.get_job`).
@@ -188,7 +234,7 @@ def job_record(
         "identifier": str(flow_run.id),
         "process_id": process_id_of(flow_run),
         "status": status.value,
-        "message": _message(flow_run, status, progress_message),
+        "message": _message(flow_run, status, progress_message, last_error),
         "progress": percent,
         "created": _timestamp(created_of(flow_run)),
         "started": _timestamp(flow_run.start_time),

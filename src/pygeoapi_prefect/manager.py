@@ -15,6 +15,7 @@ A job's life, by module:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -42,6 +43,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import WritableFileSystem
 from prefect.states import Cancelled, Cancelling, Pending, Running, Scheduled, to_state_create
 from prefect.utilities.names import generate_slug
+from pygeoapi.plugin import PLUGINS
 from pygeoapi.process.base import (
     BaseProcessor,
     JobNotFoundError,
@@ -66,6 +68,7 @@ from pygeoapi_prefect.errors import (
     DeploymentNotFoundError,
     InvalidInputError,
     JobStillRunningError,
+    ProcessorImportError,
     ResultNotAvailableError,
     prefect_api_errors,
 )
@@ -75,6 +78,7 @@ from pygeoapi_prefect.jobs import (
     JobQuery,
     duration_of,
     job_record,
+    last_errors,
     parse_job_id,
     process_id_of,
     process_tag,
@@ -143,6 +147,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         self._recovery_started = False
         self._job_reader = CoalescingReader(self._read_job_records)
         self._counter = ThreadPoolExecutor(4, thread_name_prefix="pygeoapi-prefect-count")
+        _import_processors(self.processes)
 
     # -- processes ----------------------------------------------------------------------
 
@@ -243,7 +248,8 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             if to_job_status(run.state_type, run.state_name) == JobStatus.running
         ]
         progress = read_progress(self.connection.client, running)
-        return [job_record(run, progress.get(run.id)) for run in flow_runs]
+        errors = last_errors(self.connection.client, flow_runs)
+        return [job_record(run, progress.get(run.id), errors.get(run.id)) for run in flow_runs]
 
     def find_jobs(self, query: JobQuery) -> tuple[list[dict[str, Any]], int]:
         """Find jobs by the OGC job-list filters, newest first.
@@ -750,7 +756,8 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
                 except ResultUnavailableError as err:
                     raise ProcessorExecuteError(user_msg=f"Job {run_id}: {err}") from err
                 return output["mimetype"], output["value"], status
-        return self._failure(job_record(flow_run)["message"])
+            message = self._records([flow_run])[0]["message"]
+        return self._failure(message)
 
     @staticmethod
     def _failure(message: str) -> tuple[str, Any, JobStatus]:
@@ -764,6 +771,20 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<PrefectManager> {self.name}"
+
+
+def _import_processors(processes: dict[str, Any]) -> None:
+    """Import each configured processor's class: one that does not import stops the start."""
+    for process_id, resource in processes.items():
+        name = str((resource.get("processor") or {}).get("name"))
+        path = name if "." in name else PLUGINS["process"].get(name)
+        if path is None:
+            continue  # pygeoapi's own "Plugin ... not found" says it at first use
+        module, _, class_name = path.rpartition(".")
+        try:
+            getattr(importlib.import_module(module), class_name)
+        except (ImportError, AttributeError) as err:
+            raise ProcessorImportError(process_id, name, err) from err
 
 
 def _retry_policy(settings: ProcessSettings) -> FlowRunPolicy:

@@ -52,7 +52,7 @@ def word_stats_flow(
     execute_request: ExecuteRequest,
     process_description: ProcessDescription,
 ) -> dict[str, Any]:
-    """Count the words of a text and return the most frequent ones."""
+    """Count the words of a text and return the most frequent ones (one key per output)."""
     logger = get_run_logger()
     inputs = execute_request.inputs
     words = split_words(inputs["text"])
@@ -86,11 +86,31 @@ class WordStatsProcessor(BasePrefectProcessor):
             ),
         },
         outputs={
-            "stats": OutputDescription(
-                title="Statistics",
-                description="Word count, distinct words, most frequent words.",
-                schema_={"type": "object", "contentMediaType": "application/json"},
-            )
+            "words": OutputDescription(
+                title="Words",
+                description="How many words the text has.",
+                schema_={"type": "integer", "contentMediaType": "application/json"},
+            ),
+            "distinct": OutputDescription(
+                title="Distinct words",
+                description="How many different words the text has.",
+                schema_={"type": "integer", "contentMediaType": "application/json"},
+            ),
+            "top": OutputDescription(
+                title="Most frequent words",
+                description="The most frequent words with their counts, most frequent first.",
+                schema_={
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "word": {"type": "string"},
+                            "count": {"type": "integer"},
+                        },
+                    },
+                    "contentMediaType": "application/json",
+                },
+            ),
         },
         example={"inputs": {"text": "the cat and the hat", "top": 2}},
     )
@@ -155,11 +175,20 @@ class TilesProcessor(BasePrefectProcessor):
             ),
         },
         outputs={
-            "summary": OutputDescription(
-                title="Summary",
-                description="Tiles processed and the tiles that needed a retry.",
-                schema_={"type": "object", "contentMediaType": "application/json"},
-            )
+            "tiles": OutputDescription(
+                title="Tiles",
+                description="How many tiles were processed.",
+                schema_={"type": "integer", "contentMediaType": "application/json"},
+            ),
+            "retried": OutputDescription(
+                title="Retried tiles",
+                description="The tiles that needed a retry.",
+                schema_={
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "contentMediaType": "application/json",
+                },
+            ),
         },
         example={"inputs": {"tiles": 6, "failEvery": 3, "tileSeconds": 0.5}},
     )
