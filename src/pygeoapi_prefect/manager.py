@@ -217,10 +217,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             The process's `processor.prefect` options (defaults when absent), as
             validated when the manager was constructed.
         """
-        settings = self._process_settings.get(process_id)
-        if settings is None:  # a process added to `processes` since
-            settings = process_settings_of(process_id, self.processes[process_id])
-        return settings
+        return self._process_settings[process_id]
 
     # -- reading jobs -------------------------------------------------------------------
 
