@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = ["ConfigError", "ManagerSettings", "ProcessSettings", "process_settings_of"]
 
-CONNECTION_FORMS = (
+_CONNECTION_FORMS = (
     "null (PREFECT_API_URL, else the embedded default), a Prefect API URL "
     "(http:// or https://), or the path of a file where the embedded default keeps its "
     "Prefect database (SQLite)"
@@ -64,7 +64,7 @@ class ConfigError(ValueError):
 
 
 def _describe(err: ValidationError, where: str, model: type[BaseModel]) -> str:
-    """Say what is wrong with a mapping of settings, one line per problem."""
+    """Say what is wrong with a mapping of settings, one clause per problem."""
     accepted = ", ".join(model.model_fields)
     problems = []
     for error in err.errors():
@@ -322,7 +322,7 @@ class ManagerSettings(BaseModel):
 
 
 def _connection_options(connection: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """The settings `server.manager.connection` stands for (see `CONNECTION_FORMS`)."""
+    """The settings `server.manager.connection` stands for (see `_CONNECTION_FORMS`)."""
     where = "server.manager.connection"
     if connection is None or connection == "":
         return {}
@@ -330,7 +330,7 @@ def _connection_options(connection: Any, options: dict[str, Any]) -> dict[str, A
         unknown = sorted(str(key) for key in connection if key not in ManagerSettings.model_fields)
         if unknown:
             raise ConfigError(
-                f"{where}: unknown keys {', '.join(unknown)}; it accepts {CONNECTION_FORMS}, "
+                f"{where}: unknown keys {', '.join(unknown)}; it accepts {_CONNECTION_FORMS}, "
                 f"or a mapping of the manager's settings"
             )
         return {key: value for key, value in connection.items() if key not in options}
@@ -339,14 +339,14 @@ def _connection_options(connection: Any, options: dict[str, Any]) -> dict[str, A
             return {} if "api_url" in options else {"api_url": connection}
         if "://" in connection:
             raise ConfigError(
-                f"{where}: {connection!r} is not accepted; it accepts {CONNECTION_FORMS}"
+                f"{where}: {connection!r} is not accepted; it accepts {_CONNECTION_FORMS}"
             )
         try:
             path = _database_path(connection)
         except ValueError as err:
             raise ConfigError(
                 f"{where}: the database file {connection!r} cannot be used: {err}; "
-                f"it accepts {CONNECTION_FORMS}"
+                f"it accepts {_CONNECTION_FORMS}"
             ) from err
         return {} if "database" in options else {"database": path}
-    raise ConfigError(f"{where}: {connection!r} is not accepted; it accepts {CONNECTION_FORMS}")
+    raise ConfigError(f"{where}: {connection!r} is not accepted; it accepts {_CONNECTION_FORMS}")
