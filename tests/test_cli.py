@@ -259,6 +259,34 @@ def test_deploy_errors_are_clear(config: Path, args: list[str], message: str) ->
     assert message in result.output, result.output
 
 
+@pytest.mark.parametrize(
+    ("section", "options", "message"),
+    [
+        (
+            "hello-world",
+            {"retires": 2},
+            "resources.hello-world.processor.prefect.retires: unknown key; accepted keys: "
+            "deployment, timeout, retries",
+        ),
+        (None, {"sync_timeot": 5}, "server.manager.prefect.sync_timeot: unknown key"),
+    ],
+)
+def test_processes_refuses_a_config_mistake(
+    config: Path, tmp_path: Path, section: str | None, options: dict[str, Any], message: str
+) -> None:
+    data = yaml.safe_load(config.read_text())
+    if section is None:
+        data["server"]["manager"]["prefect"] = options
+    else:
+        data["resources"][section]["processor"]["prefect"] = options
+    broken = tmp_path / "pygeoapi-config.yml"
+    broken.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(cli, ["processes", "--pygeoapi-config", str(broken)])
+    assert result.exit_code == 1, result.output
+    assert f"Error: {message}" in result.output
+    assert "validation error" not in result.output  # not pydantic's own dump
+
+
 def test_an_unreachable_api_is_reported(config: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/api"
     with temporary_settings(updates={PREFECT_API_URL: url}):

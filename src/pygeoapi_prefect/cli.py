@@ -42,7 +42,12 @@ from pygeoapi_prefect.jobs import JOB_TAG, process_tag
 from pygeoapi_prefect.process.base import BasePrefectProcessor, flow_parameters
 from pygeoapi_prefect.results import ResultStorage
 from pygeoapi_prefect.schemas import ExecuteRequest
-from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings
+from pygeoapi_prefect.settings import (
+    ConfigError,
+    ManagerSettings,
+    ProcessSettings,
+    process_settings_of,
+)
 
 __all__ = ["ZOMBIE_AUTOMATION", "cli"]
 
@@ -69,13 +74,11 @@ def _processes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _process_settings(resource: dict[str, Any]) -> ProcessSettings:
+def _process_settings(process_id: str, resource: dict[str, Any]) -> ProcessSettings:
     try:
-        return ProcessSettings.model_validate(
-            (resource.get("processor") or {}).get("prefect") or {}
-        )
-    except ValidationError as err:
-        raise click.ClickException(f"invalid processor.prefect options: {err}") from err
+        return process_settings_of(process_id, resource)
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from err
 
 
 def _api_url(config: dict[str, Any], config_path: Path) -> str:
@@ -166,14 +169,19 @@ def cli() -> None:
 @cli.command("processes")
 @pygeoapi_config_option
 def list_processes(config_path: Path) -> None:
-    """List the configured processes and the state of their deployments."""
+    """List the configured processes and the state of their deployments.
+
+    It checks the settings of the manager and of every process first, as the server does
+    when it starts.
+    """
     config = _load_config(config_path)
+    _manager_settings(config)
     processes = _processes(config)
     deployments: dict[str, str] = {}
     wanted = {
         pid: s.deployment
         for pid, resource in processes.items()
-        if (s := _process_settings(resource)).deployment
+        if (s := _process_settings(pid, resource)).deployment
     }
     if wanted:
         url = _api_url(config, config_path)
@@ -213,7 +221,10 @@ def _schedule(
 
 
 def _manager_settings(config: dict[str, Any]) -> ManagerSettings:
-    return ManagerSettings.from_manager_def((config.get("server") or {}).get("manager") or {})
+    try:
+        return ManagerSettings.from_manager_def((config.get("server") or {}).get("manager") or {})
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from err
 
 
 def _result_storage_env(config: dict[str, Any], settings: ProcessSettings) -> dict[str, str]:
@@ -390,7 +401,7 @@ def deploy_process(
         known = ", ".join(processes) or "none"
         raise click.ClickException(f"unknown process {process_id!r} (configured: {known})")
     resource = processes[process_id]
-    settings = _process_settings(resource)
+    settings = _process_settings(process_id, resource)
     pool = work_pool or settings.work_pool
     if not pool:
         raise click.UsageError("no work pool: give --work-pool or set processor.prefect.work_pool")

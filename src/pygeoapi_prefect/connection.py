@@ -6,7 +6,8 @@ Three cases, decided at first use (never at construction, which also runs inside
 1. `server.manager.connection` (or `prefect.api_url`) names an API URL;
 2. else `PREFECT_API_URL` is set, as for any Prefect client;
 3. else the embedded default: Prefect's own local API server (SQLite, started in a
-   subprocess as Prefect's ephemeral mode does; see `embedded_api`).
+   subprocess as Prefect's ephemeral mode does; see `embedded_api`), its database at the
+   path given as `server.manager.connection`, if any.
 
 A configured URL is checked once, at first use (`check_api_url`): a URL that is a Prefect
 server's address without its `/api` path would otherwise answer each request with a 404.
@@ -18,6 +19,7 @@ import logging
 import random
 import threading
 import time
+from pathlib import Path
 
 import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
@@ -129,10 +131,12 @@ class PrefectConnection:
 
     Args:
         api_url: An explicit API URL, or None to use PREFECT_API_URL or the embedded API.
+        database: The embedded API's SQLite file (None: Prefect's database setting).
     """
 
-    def __init__(self, api_url: str | None = None) -> None:
+    def __init__(self, api_url: str | None = None, database: Path | None = None) -> None:
         self._configured_url = api_url
+        self._database = database
         self._api_url: str | None = None
         self._client: SyncPrefectClient | None = None
         self._lock = threading.Lock()
@@ -162,6 +166,8 @@ class PrefectConnection:
 
         LOGGER.info("No Prefect API configured: starting the embedded local Prefect API")
         server = EmbeddedAPIServer()
+        if not server.running:
+            server.database = self._database
         try:
             server.start()
         except (RuntimeError, OSError) as err:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import prefect
@@ -83,7 +84,14 @@ def _stop_without(parent: int) -> None:
 
 
 class EmbeddedAPIServer(SubprocessASGIServer):
-    """Prefect's `SubprocessASGIServer`, serving `create_app` instead of the bare app."""
+    """Prefect's `SubprocessASGIServer`, serving `create_app` instead of the bare app.
+
+    Attributes:
+        database: The SQLite file of its Prefect database (`server.manager.connection`
+            as a path); None: Prefect's own database setting.
+    """
+
+    database: Path | None = None
 
     def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
         return subprocess.Popen(
@@ -114,5 +122,13 @@ class EmbeddedAPIServer(SubprocessASGIServer):
                 "PREFECT__SERVER_FINAL": "1",
                 _PARENT_VARIABLE: str(os.getpid()),
                 **get_current_settings().to_environment_variables(exclude_unset=True),
+                **_database_environment(self.database),
             },
         )
+
+
+def _database_environment(database: Path | None) -> dict[str, str]:
+    """Prefect's database setting for a SQLite file (none: Prefect's own setting)."""
+    if database is None:
+        return {}
+    return {"PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database.resolve()}"}

@@ -16,6 +16,7 @@ A job's life, by module:
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from prefect.client.schemas import OrchestrationResult
@@ -32,6 +34,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
     FlowRunFilterId,
+    FlowRunFilterIdempotencyKey,
     FlowRunFilterStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
@@ -41,7 +44,17 @@ from prefect.client.schemas.objects import FlowRun, FlowRunPolicy, State, StateT
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import WritableFileSystem
-from prefect.states import Cancelled, Cancelling, Pending, Running, Scheduled, to_state_create
+from prefect.results import ResultStore
+from prefect.states import (
+    Cancelled,
+    Cancelling,
+    Completed,
+    Failed,
+    Pending,
+    Running,
+    Scheduled,
+    to_state_create,
+)
 from prefect.utilities.names import generate_slug
 from pygeoapi.plugin import PLUGINS
 from pygeoapi.process.base import (
@@ -75,6 +88,7 @@ from pygeoapi_prefect.errors import (
 from pygeoapi_prefect.flows import job_flow_name, job_parameters
 from pygeoapi_prefect.jobs import (
     JOB_TAG,
+    LABEL_MIMETYPE,
     JobQuery,
     duration_of,
     job_record,
@@ -86,9 +100,9 @@ from pygeoapi_prefect.jobs import (
 )
 from pygeoapi_prefect.process.base import BasePrefectProcessor, flow_parameters
 from pygeoapi_prefect.progress import read_progress
-from pygeoapi_prefect.results import ResultStorage, ResultUnavailableError
+from pygeoapi_prefect.results import JobOutput, ResultStorage, ResultUnavailableError
 from pygeoapi_prefect.schemas import ExecuteRequest
-from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings
+from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings, process_settings_of
 from pygeoapi_prefect.subscriber import LABEL_SUBSCRIBER, subscriber_labels
 from pygeoapi_prefect.validation import InputValidationError, validate_inputs, validate_outputs
 
@@ -111,6 +125,12 @@ _PREFECT_PAGE = 200
 _DURATION_SCAN_LIMIT = 10_000
 """The most jobs a duration filter examines (after Prefect's own filtering)."""
 
+_ADDED_JOB_KEY = "pygeoapi-job:"
+"""Prefix of the idempotency key of a job `add_job` recorded under a caller's identifier.
+
+Prefect chooses flow run ids: such a job's flow run keeps its own id, and answers to the
+caller's identifier too (its idempotency key is this prefix and the identifier)."""
+
 
 def _within(value: float | None, low: float | None, high: float | None) -> bool:
     if value is None:
@@ -124,10 +144,15 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
     Configure it in pygeoapi's config as
     `server.manager.name: pygeoapi_prefect.manager.PrefectManager`; see
     `pygeoapi_prefect.settings.ManagerSettings` for its options. Constructing it contacts
-    nothing: the Prefect API is reached (or the embedded one started) at first use.
+    nothing: the Prefect API is reached (or the embedded one started) at first use. It
+    validates the settings of the manager and of every process, so that a config mistake
+    stops the server as it starts.
 
     Args:
         manager_def: pygeoapi's `server.manager` mapping, with `processes` added.
+
+    Raises:
+        ConfigError: If a setting does not validate (named in the message).
     """
 
     def __init__(self, manager_def: dict[str, Any]) -> None:
@@ -135,7 +160,11 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         self.is_async = True
         self.supports_subscribing = True
         self.settings = ManagerSettings.from_manager_def(manager_def)
-        self.connection = PrefectConnection(self.settings.api_url)
+        self._process_settings = {
+            process_id: process_settings_of(process_id, resource)
+            for process_id, resource in self.processes.items()
+        }
+        self.connection = PrefectConnection(self.settings.api_url, self.settings.database)
         self.results = ResultStorage(self.settings)
         self.runner = EmbeddedRunner(
             self.connection,
@@ -190,10 +219,10 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             process_id: The process id.
 
         Returns:
-            The process's `processor.prefect` options (defaults when absent).
+            The process's `processor.prefect` options (defaults when absent), as
+            validated when the manager was constructed.
         """
-        processor_def = self.processes[process_id]["processor"]
-        return ProcessSettings.model_validate(processor_def.get("prefect") or {})
+        return self._process_settings[process_id]
 
     # -- reading jobs -------------------------------------------------------------------
 
@@ -236,10 +265,25 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         try:
             flow_run = self.connection.client.read_flow_run(run_id)
         except ObjectNotFound as err:
-            raise JobNotFoundError(job_id) from err
+            added = self._read_added_runs([run_id])
+            if not added:
+                raise JobNotFoundError(job_id) from err
+            return added[0]
         if JOB_TAG not in flow_run.tags:
             raise JobNotFoundError(job_id)
         return flow_run
+
+    def _read_added_runs(self, identifiers: list[uuid.UUID]) -> list[FlowRun]:
+        """The flow runs of jobs that `add_job` recorded under these identifiers."""
+        return self.connection.client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                idempotency_key=FlowRunFilterIdempotencyKey(
+                    any_=[f"{_ADDED_JOB_KEY}{identifier}" for identifier in identifiers]
+                ),
+                tags=FlowRunFilterTags(all_=[JOB_TAG]),
+            ),
+            limit=len(identifiers),
+        )
 
     def _records(self, flow_runs: list[FlowRun]) -> list[dict[str, Any]]:
         running = [
@@ -249,7 +293,12 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         ]
         progress = read_progress(self.connection.client, running)
         errors = last_errors(self.connection.client, flow_runs)
-        return [job_record(run, progress.get(run.id), errors.get(run.id)) for run in flow_runs]
+        records = [job_record(run, progress.get(run.id), errors.get(run.id)) for run in flow_runs]
+        for run, record in zip(flow_runs, records, strict=True):
+            key = run.idempotency_key or ""
+            if key.startswith(_ADDED_JOB_KEY):
+                record["identifier"] = key.removeprefix(_ADDED_JOB_KEY)
+        return records
 
     def find_jobs(self, query: JobQuery) -> tuple[list[dict[str, Any]], int]:
         """Find jobs by the OGC job-list filters, newest first.
@@ -369,8 +418,11 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             ),
             limit=len(run_ids),
         )
+        missing = set(run_ids) - {run.id for run in flow_runs}
+        if missing:
+            flow_runs += self._read_added_runs(sorted(missing))
         records = self._records(flow_runs)
-        return {run.id: record for run, record in zip(flow_runs, records, strict=True)}
+        return {uuid.UUID(record["identifier"]): record for record in records}
 
     def get_job_result(self, job_id: str) -> tuple[str | None, Any]:
         """Return the output of a successful job.
@@ -417,9 +469,11 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         settings: ProcessSettings,
         labels: dict[str, str] | None = None,
         state: State | None = None,
+        idempotency_key: str | None = None,
     ) -> FlowRun:
         client = self.connection.client
         body = FlowRunCreate(
+            idempotency_key=idempotency_key,
             labels=labels or {},
             flow_id=self._flow_id(flow_name),
             name=f"{process_id}-{generate_slug(2)}",
@@ -438,53 +492,102 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         return flow_run
 
     def add_job(self, job_metadata: dict[str, Any]) -> str:
-        """Record a job for a process without running it.
+        """Record a job a caller gives, without running it, as pygeoapi's managers do.
 
         pygeoapi's own execution calls this; this manager's `execute_process` creates
-        jobs itself, so this serves code that manages jobs by hand.
+        jobs itself, so this serves code that manages jobs by hand. The job is a flow run
+        in the state its `status` names; a successful job's output is read from its
+        `location` (JSON for a JSON media type, else bytes, as pygeoapi's TinyDB manager
+        reads it) and kept as a Prefect result, so that `get_job_result` answers it.
 
         Args:
-            job_metadata: pygeoapi's job record; `process_id` is required.
+            job_metadata: pygeoapi's job record: `process_id` (required), `identifier`
+                (a UUID; the job then answers to it), `status`, `message`, `location`,
+                `mimetype`.
 
         Returns:
-            The new job id.
+            The job id: the given identifier, else the flow run's id.
+
+        Raises:
+            ValueError: If the identifier is not a UUID.
         """
         process_id = str(job_metadata["process_id"])
+        identifier = job_metadata.get("identifier")
+        alias = None if identifier is None else parse_job_id(str(identifier))
+        if identifier is not None and alias is None:
+            raise ValueError(f"job identifier {identifier!r} is not a UUID")
+        status = JobStatus(job_metadata.get("status") or JobStatus.accepted.value)
+        mimetype = job_metadata.get("mimetype")
         with self._api():
-            flow_run = self._create_flow_run(
-                process_id, process_id, job_parameters({}, None, "raw"), ProcessSettings()
+            state = self._given_state(
+                status, job_metadata.get("message"), job_metadata.get("location"), mimetype
             )
-        return str(flow_run.id)
+            flow_run = self._create_flow_run(
+                process_id,
+                process_id,
+                job_parameters({}, None, "raw"),
+                ProcessSettings(),
+                {LABEL_MIMETYPE: str(mimetype)} if mimetype else None,
+                idempotency_key=None if alias is None else f"{_ADDED_JOB_KEY}{alias}",
+            )
+            if state.type != StateType.SCHEDULED:
+                # (Prefect's API cannot create a flow run in a state that carries a result)
+                self.connection.client.set_flow_run_state(flow_run.id, state, force=True)
+        return str(alias or flow_run.id)
 
     def update_job(self, job_id: str, update_dict: dict[str, Any]) -> bool:
-        """Update a job's status and message.
+        """Update a job's status, message, media type and (when successful) output.
 
         Args:
             job_id: The job id.
-            update_dict: pygeoapi's job fields to change (`status`, `message`).
+            update_dict: pygeoapi's job fields to change (`status`, `message`,
+                `mimetype`, and `location`, read as in `add_job`).
 
         Returns:
             True when the job was updated.
-        """
-        from prefect.states import Completed, Failed, Running
 
-        states = {
-            JobStatus.accepted.value: Scheduled,
-            JobStatus.running.value: Running,
-            JobStatus.successful.value: Completed,
-            JobStatus.failed.value: Failed,
-            JobStatus.dismissed.value: Cancelled,
-        }
+        Raises:
+            JobNotFoundError: If there is no such job.
+        """
         with self._api():
             flow_run = self._read_job_run(job_id)
+            mimetype = update_dict.get("mimetype")
+            if mimetype:
+                self.connection.client.update_flow_run_labels(
+                    flow_run.id, {LABEL_MIMETYPE: str(mimetype)}
+                )
             new_status = update_dict.get("status")
             if new_status is None:
                 return True
-            state_class = states[JobStatus(new_status).value]
+            state = self._given_state(
+                JobStatus(new_status),
+                update_dict.get("message"),
+                update_dict.get("location"),
+                mimetype or (flow_run.labels or {}).get(LABEL_MIMETYPE),
+            )
             result: OrchestrationResult[Any] = self.connection.client.set_flow_run_state(
-                flow_run.id, state_class(message=update_dict.get("message")), force=True
+                flow_run.id, state, force=True
             )
         return result.state is not None
+
+    def _given_state(self, status: JobStatus, message: Any, location: Any, mimetype: Any) -> State:
+        """The flow-run state of a job a caller records (`add_job`, `update_job`)."""
+        text = None if message is None else str(message)
+        if status == JobStatus.successful:
+            output = _read_location(location, mimetype)
+            if output is None:
+                return Completed(message=text)
+            store = ResultStore(result_storage=self._result_storage(ProcessSettings()))
+            record = store.create_result_record(output)
+            store.persist_result_record(record)
+            return Completed(message=text, data=record)
+        states = {
+            JobStatus.accepted: Scheduled,
+            JobStatus.running: Running,
+            JobStatus.failed: Failed,
+            JobStatus.dismissed: Cancelled,
+        }
+        return states[status](message=text)
 
     def delete_job(self, job_id: str) -> bool:
         """Dismiss a job, or remove a finished one with its results.
@@ -785,6 +888,21 @@ def _import_processors(processes: dict[str, Any]) -> None:
             getattr(importlib.import_module(module), class_name)
         except (ImportError, AttributeError) as err:
             raise ProcessorImportError(process_id, name, err) from err
+
+
+def _read_location(location: Any, mimetype: Any) -> JobOutput | None:
+    """Read a job's output from the file a caller names, as pygeoapi's TinyDB manager does."""
+    if not location:
+        return None
+    path = Path(str(location))
+    try:
+        if mimetype in (None, "application/json", "application/ld+json"):
+            with path.open(encoding="utf-8") as handle:
+                return JobOutput(mimetype="application/json", value=json.load(handle))
+        return JobOutput(mimetype=str(mimetype), value=path.read_bytes())
+    except (OSError, ValueError) as err:
+        LOGGER.warning("The output of a recorded job cannot be read from %s: %s", path, err)
+        return None
 
 
 def _retry_policy(settings: ProcessSettings) -> FlowRunPolicy:

@@ -6,7 +6,9 @@ The manager block of a pygeoapi configuration looks like this:
 server:
   manager:
     name: pygeoapi_prefect.manager.PrefectManager
-    connection: null            # Prefect API URL; null: PREFECT_API_URL or the embedded default
+    connection: null            # null: PREFECT_API_URL, else the embedded default;
+                                # or a Prefect API URL (http:// or https://);
+                                # or a file path: the embedded default's SQLite database
     output_dir: /tmp/pygeoapi-prefect/results
     prefect:                    # optional, see ManagerSettings
       result_storage: local-file-system/pygeoapi-results
@@ -25,18 +27,110 @@ resources:
         tags: [demo]
         timeout: 60
 ```
+
+Both are read once, when the manager is constructed (as the server starts, and in
+`pygeoapi openapi generate`) and by the `pygeoapi-prefect` commands: a value that does not
+validate raises `ConfigError`, whose message names the setting and what it accepts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["ManagerSettings", "ProcessSettings"]
+__all__ = ["ConfigError", "ManagerSettings", "ProcessSettings", "process_settings_of"]
+
+_CONNECTION_FORMS = (
+    "null (PREFECT_API_URL, else the embedded default), a Prefect API URL "
+    "(http:// or https://), or the path of a file where the embedded default keeps its "
+    "Prefect database (SQLite)"
+)
+"""What `server.manager.connection` accepts, as error messages say it."""
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class ConfigError(ValueError):
+    """A setting of the pygeoapi configuration that this package cannot use.
+
+    Raised when the manager is constructed (so the server does not start) and by the
+    command line; the message names the setting and what it accepts.
+    """
+
+
+def _describe(err: ValidationError, where: str, model: type[BaseModel]) -> str:
+    """Say what is wrong with a mapping of settings, one clause per problem."""
+    accepted = ", ".join(model.model_fields)
+    problems = []
+    for error in err.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{where}.{key}: unknown key; accepted keys: {accepted}")
+        elif not key:
+            problems.append(f"{where}: {error['msg']} (got {error['input']!r})")
+        else:
+            problems.append(f"{where}.{key}: {error['msg']} (got {error['input']!r})")
+    return "; ".join(problems)
+
+
+def process_settings_of(process_id: str, resource: dict[str, Any]) -> ProcessSettings:
+    """Read the Prefect options of a configured process.
+
+    The manager and the command line both read them through this function.
+
+    Args:
+        process_id: The resource id of the process.
+        resource: Its resource mapping from the pygeoapi config (`type: process`).
+
+    Returns:
+        The validated options (defaults when `processor.prefect` is absent).
+
+    Raises:
+        ConfigError: If the options do not validate; the message names the resource,
+            the key and what is accepted.
+    """
+    processor = resource.get("processor") or {}
+    options = processor.get("prefect") if isinstance(processor, dict) else None
+    try:
+        return ProcessSettings.model_validate(options or {})
+    except ValidationError as err:
+        where = f"resources.{process_id}.processor.prefect"
+        raise ConfigError(_describe(err, where, ProcessSettings)) from err
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+def _database_path(value: str | Path) -> Path:
+    """Check a path for the embedded default's SQLite database; say what is wrong."""
+    path = Path(value).expanduser()
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"its directory {str(parent)!r} does not exist")
+    if path.is_dir():
+        raise ValueError("it is a directory")
+    try:
+        # SQLite writes a journal beside the file: the directory must take new files.
+        descriptor, probe = tempfile.mkstemp(dir=parent, prefix=".pygeoapi-prefect-")
+        os.close(descriptor)
+        os.unlink(probe)
+        if path.exists():
+            with path.open("r+b") as handle:
+                header = handle.read(len(_SQLITE_HEADER))
+            if header and header != _SQLITE_HEADER:
+                raise ValueError(
+                    "the file exists and is not an SQLite database (a TinyDB manager's "
+                    "file?): remove it or name another file"
+                )
+    except OSError as err:
+        raise ValueError(f"it is not writable ({err.strerror})") from err
+    return path.absolute()
 
 
 class ProcessSettings(BaseModel):
@@ -96,6 +190,13 @@ class ManagerSettings(BaseModel):
         description="Prefect API URL. When unset, PREFECT_API_URL is used, and without it the "
         "embedded default: Prefect's local SQLite API started by the pygeoapi process.",
         examples=["http://127.0.0.1:4200/api"],
+    )
+    database: Path | None = Field(
+        default=None,
+        description="Embedded default: the SQLite file of its Prefect database (a path as "
+        "`server.manager.connection`, as pygeoapi's TinyDB manager takes one). When unset, "
+        "Prefect's own setting (`PREFECT_SERVER_DATABASE_CONNECTION_URL`) applies.",
+        examples=["/tmp/pygeoapi-process-manager.db"],
     )
     output_dir: Path = Field(
         default_factory=lambda: Path.home() / ".prefect" / "pygeoapi-results",
@@ -167,6 +268,18 @@ class ManagerSettings(BaseModel):
     def _expand(cls, value: Any) -> Any:
         return Path(value).expanduser() if isinstance(value, str) else value
 
+    @field_validator("api_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not _is_url(value):
+            raise ValueError("a Prefect API URL starts with http:// or https://")
+        return value
+
+    @field_validator("database")
+    @classmethod
+    def _writable(cls, value: Path | None) -> Path | None:
+        return None if value is None else _database_path(value)
+
     @property
     def result_storage_slug(self) -> str:
         """The slug of the storage block results go to (the default one if none is set)."""
@@ -179,18 +292,61 @@ class ManagerSettings(BaseModel):
     def from_manager_def(cls, manager_def: dict[str, Any]) -> ManagerSettings:
         """Read the settings from pygeoapi's `server.manager` mapping.
 
+        `connection` is null, a Prefect API URL, a path (the embedded default's database)
+        or a mapping of these settings; `prefect` holds the others.
+
         Args:
             manager_def: The mapping pygeoapi passes to the manager's constructor.
 
         Returns:
             The validated settings.
+
+        Raises:
+            ConfigError: If a setting does not validate; the message names it and what it
+                accepts.
         """
-        options: dict[str, Any] = dict(manager_def.get("prefect") or {})
-        connection = manager_def.get("connection")
-        if isinstance(connection, str) and connection:
-            options.setdefault("api_url", connection)
-        elif isinstance(connection, dict):
-            options = {**connection, **options}
+        prefect = manager_def.get("prefect")
+        if prefect is not None and not isinstance(prefect, dict):
+            raise ConfigError(
+                f"server.manager.prefect: {prefect!r} is not a mapping of settings; "
+                f"accepted keys: {', '.join(cls.model_fields)}"
+            )
+        options: dict[str, Any] = dict(prefect or {})
+        options.update(_connection_options(manager_def.get("connection"), options))
         if manager_def.get("output_dir"):
             options.setdefault("output_dir", manager_def["output_dir"])
-        return cls.model_validate(options)
+        try:
+            return cls.model_validate(options)
+        except ValidationError as err:
+            raise ConfigError(_describe(err, "server.manager.prefect", cls)) from err
+
+
+def _connection_options(connection: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The settings `server.manager.connection` stands for (see `_CONNECTION_FORMS`)."""
+    where = "server.manager.connection"
+    if connection is None or connection == "":
+        return {}
+    if isinstance(connection, dict):
+        unknown = sorted(str(key) for key in connection if key not in ManagerSettings.model_fields)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown keys {', '.join(unknown)}; it accepts {_CONNECTION_FORMS}, "
+                f"or a mapping of the manager's settings"
+            )
+        return {key: value for key, value in connection.items() if key not in options}
+    if isinstance(connection, str):
+        if _is_url(connection):
+            return {} if "api_url" in options else {"api_url": connection}
+        if "://" in connection:
+            raise ConfigError(
+                f"{where}: {connection!r} is not accepted; it accepts {_CONNECTION_FORMS}"
+            )
+        try:
+            path = _database_path(connection)
+        except ValueError as err:
+            raise ConfigError(
+                f"{where}: the database file {connection!r} cannot be used: {err}; "
+                f"it accepts {_CONNECTION_FORMS}"
+            ) from err
+        return {} if "database" in options else {"database": path}
+    raise ConfigError(f"{where}: {connection!r} is not accepted; it accepts {_CONNECTION_FORMS}")
