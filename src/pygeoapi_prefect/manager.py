@@ -850,8 +850,11 @@ def _check_parameters(parameters: dict[str, Any]) -> None:
     """Refuse flow-run parameters that the Prefect API would refuse, or fail to read back.
 
     The execute request was bounded already (`validate_bounds`); the parameters add the
-    process description of a `BasePrefectProcessor`, and two levels of nesting.
+    process description of a `BasePrefectProcessor`, and two levels of nesting. A
+    `job_id` parameter is measured as the flow run id it becomes once the run exists.
     """
+    if "job_id" in parameters:
+        parameters = {**parameters, "job_id": str(uuid.UUID(int=0))}
     try:
         validate_bounds(
             parameters,
