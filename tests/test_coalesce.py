@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -47,3 +48,83 @@ def test_a_failed_batch_fails_its_readers_and_the_next_batch_works() -> None:
     with pytest.raises(ConnectionError, match="unreachable"):
         reader.read("a")
     assert reader.read("b") == 2
+
+
+class Poisoned(Exception):
+    pass
+
+
+def poisoned_reader(
+    batches: list[list[str]], read_one: Callable[[str], int | None] | None
+) -> CoalescingReader[str, int]:
+    """A reader whose batched reads fail whenever the key `poison` is among them."""
+
+    def read_many(keys: list[str]) -> dict[str, int]:
+        batches.append(keys)
+        time.sleep(0.02)  # a query in flight: new reads queue up meanwhile
+        if "poison" in keys:
+            raise Poisoned("one key breaks the query")
+        return {key: len(key) for key in keys if key != "missing"}
+
+    return CoalescingReader(
+        read_many, read_one=read_one, split_on=lambda err: isinstance(err, Poisoned)
+    )
+
+
+def test_a_key_that_breaks_its_batch_fails_only_its_own_readers() -> None:
+    batches: list[list[str]] = []
+    reader = poisoned_reader(batches, read_one=None)
+    keys = [*(f"key-{n}" for n in range(60)), "poison", "missing"]
+
+    def read(key: str) -> int | BaseException | None:
+        try:
+            return reader.read(key)
+        except Poisoned as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        values = dict(zip(keys, pool.map(read, keys), strict=True))
+    assert isinstance(values.pop("poison"), Poisoned)
+    assert values == {**{key: len(key) for key in keys[:-2]}, "missing": None}
+    assert ["poison"] in batches
+
+
+def test_a_key_that_breaks_batched_reads_is_read_on_its_own() -> None:
+    batches: list[list[str]] = []
+    alone: list[str] = []
+
+    def read_one(key: str) -> int | None:
+        alone.append(key)
+        return -1
+
+    reader = poisoned_reader(batches, read_one)
+    keys = [*(f"key-{n}" for n in range(60)), "poison"]
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        values = list(pool.map(reader.read, keys))
+    assert values == [*(len(key) for key in keys[:-1]), -1]
+    assert alone == ["poison"]
+
+
+def test_errors_that_no_single_key_causes_fail_the_batch_without_splitting() -> None:
+    batches: list[list[str]] = []
+
+    def read_many(keys: list[str]) -> dict[str, int]:
+        batches.append(keys)
+        time.sleep(0.02)
+        raise ConnectionError("Prefect unreachable")
+
+    reader: CoalescingReader[str, int] = CoalescingReader(
+        read_many, read_one=len, split_on=lambda err: isinstance(err, Poisoned)
+    )
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        failures = list(pool.map(lambda key: _error_of(reader.read, key), map(str, range(40))))
+    assert all(isinstance(err, ConnectionError) for err in failures)
+    assert sum(len(batch) for batch in batches) == 40  # each key read once: no splitting
+
+
+def _error_of(read: Callable[[str], object], key: str) -> BaseException | None:
+    try:
+        read(key)
+    except Exception as err:
+        return err
+    return None

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from pygeoapi.process.hello_world import PROCESS_METADATA as HELLO
 
 from pygeoapi_prefect.examples.echo import PROCESS_METADATA as ECHO
-from pygeoapi_prefect.validation import InputValidationError, validate_inputs
+from pygeoapi_prefect.validation import (
+    MAX_DEPTH,
+    InputValidationError,
+    RequestTooLargeError,
+    validate_bounds,
+    validate_inputs,
+    validate_outputs,
+)
 
 
 def describe(**inputs: dict[str, Any]) -> dict[str, Any]:
@@ -359,6 +366,81 @@ def test_deeply_nested_values_are_refused_not_crashing() -> None:
         nested = [nested]
     message = refused(describe(x={"schema": schema}), {"x": nested}, "x")
     assert message == "input 'x': value is nested too deeply"
+
+
+def nested(depth: int) -> list[Any]:
+    """An array nested `depth` levels deep (`[]` is 1 level)."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_unknown_keys_of_a_qualified_value_are_refused_by_path() -> None:
+    message = refused(ECHO, {"echoInput": {"value": "x", "x": nested(250)}}, "echoInput")
+    assert message.startswith("input 'echoInput': unknown key 'x' in a qualified value")
+    assert "(at /inputs/echoInput/x)" in message
+    message = refused(ARRAYS, {"three": [1, {"value": 2, "extra": 1}]}, "three")
+    assert "(at /inputs/three/1/extra)" in message
+    validate_inputs(
+        ECHO,
+        {
+            "echoInput": {
+                "value": "x",
+                "mediaType": "text/plain",
+                "encoding": "utf-8",
+                "schema": {"type": "string"},
+                "format": {"mediaType": "text/plain"},
+            }
+        },
+    )
+
+
+def test_unknown_keys_of_a_reference_are_refused_by_path() -> None:
+    href = "https://example.org/data.txt"
+    message = refused(ECHO, {"echoInput": {"href": href, "x": 1}}, "echoInput")
+    assert message.startswith("input 'echoInput': unknown key 'x' in a reference")
+    assert "(at /inputs/echoInput/x)" in message
+    link = {"href": href, "type": "text/plain", "rel": "data", "title": "t", "hreflang": "en"}
+    validate_inputs(ECHO, {"echoInput": link})
+
+
+def test_output_specs_take_transmission_mode_and_format_only() -> None:
+    validate_outputs(ECHO, {"echoOutput": {"transmissionMode": "value", "format": {}}})
+    with pytest.raises(InputValidationError) as info:
+        validate_outputs(ECHO, {"echoOutput": {"transmissionMode": "value", "x": nested(250)}})
+    assert info.value.input_id == "echoOutput"
+    assert "unknown key 'x' (at /outputs/echoOutput/x)" in str(info.value)
+    with pytest.raises(InputValidationError, match="format must be a JSON object"):
+        validate_outputs(ECHO, {"echoOutput": {"format": [[]]}})
+
+
+def test_bounds_refuse_nesting_deeper_than_max_depth_by_path() -> None:
+    request = {"inputs": {"echoInput": "x"}, "outputs": {"echoOutput": {"x": nested(250)}}}
+    with pytest.raises(InputValidationError) as info:
+        validate_bounds(request, None)
+    message = str(info.value)
+    assert message.startswith(f"the execute request is nested more than {MAX_DEPTH} levels")
+    assert "(at /outputs/echoOutput/x/0/0/0/0/0/...)" in message
+    # The request is level 1, `inputs` level 2, the value from level 3 on.
+    validate_bounds({"inputs": {"a": nested(MAX_DEPTH - 2)}}, None)
+    with pytest.raises(InputValidationError) as info:
+        validate_bounds({"inputs": {"a": nested(MAX_DEPTH - 1)}}, None)
+    assert info.value.input_id == "a"
+    # No recursion: far deeper than Python's recursion limit is refused, not crashing.
+    with pytest.raises(InputValidationError, match="nested more than"):
+        validate_bounds({"inputs": {"a": nested(100_000)}}, None)
+
+
+def test_bounds_refuse_requests_larger_than_prefect_accepts() -> None:
+    request = {"inputs": {"echoInput": "x" * 1000}}
+    size = len('{"inputs":{"echoInput":""}}') + 1000
+    validate_bounds(request, size)
+    with pytest.raises(RequestTooLargeError, match=f"is {size} bytes as JSON; .* at most 1000"):
+        validate_bounds(request, 1000)
+    # Measured as Prefect measures parameters: non-ASCII characters as \u escapes.
+    with pytest.raises(RequestTooLargeError):
+        validate_bounds({"inputs": {"echoInput": "\u00e9" * 200}}, 1000)
 
 
 # -- properties -------------------------------------------------------------------------

@@ -30,17 +30,19 @@ from pygeoapi.api import evaluate_limit
 from pygeoapi.process.base import JobNotFoundError, JobResultNotFoundError
 from pygeoapi.util import JobStatus
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Response
 
 from pygeoapi_prefect.errors import OGCHTTPError, PrefectUnavailableError
-from pygeoapi_prefect.jobs import JobQuery, parse_job_id
-from pygeoapi_prefect.manager import PrefectManager
+from pygeoapi_prefect.jobs import JobQuery, JobQueryError, parse_job_id
+from pygeoapi_prefect.manager import PrefectManager, prefect_parameter_limit
 from pygeoapi_prefect.raw_results import (
     output_body,
     raw_response,
     transmission_modes,
     wants_reshaping,
 )
+from pygeoapi_prefect.validation import InputValidationError, validate_bounds
 
 __all__ = ["CONFORMANCE_CLASSES", "EXCEPTIONS", "create_app", "results_document"]
 
@@ -65,6 +67,8 @@ EXCEPTIONS = {
 
 _MAX_LIMIT = 1000
 _DEFAULT_LIMIT = 10
+_MAX_BODY_UNLIMITED_PREFECT = 5 * 1024 * 1024
+"""The body limit when neither `max_body_bytes` nor the Prefect API's parameter size is set."""
 _JSON_TYPES = ("application/json",)
 _TRACEBACK = "Traceback (most recent call last):"
 
@@ -153,20 +157,21 @@ def _number(name: str) -> float | None:
     if value is None:
         return None
     try:
-        number = float(value)
+        return float(value)
     except ValueError:
-        raise _BadQuery(f"{name} must be a number of seconds, not {value!r}") from None
-    if not 0 <= number < 1e12:
-        raise _BadQuery(f"{name} must be a non-negative number of seconds")
-    return number
+        raise _BadQuery(f"{name} must be a number of seconds, not {value[:40]!r}") from None
 
 
 def _instant(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise _BadQuery(f"datetime {text!r} is not an RFC 3339 date-time") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        raise _BadQuery(f"datetime {text[:60]!r} is not an RFC 3339 date-time") from None
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise _BadQuery(f"datetime {text[:60]!r} is out of range") from None
 
 
 def _interval(value: str | None) -> tuple[datetime | None, datetime | None]:
@@ -212,16 +217,19 @@ def _job_query() -> JobQuery:
     min_duration, max_duration = _number("minDuration"), _number("maxDuration")
     if min_duration is not None and max_duration is not None and min_duration > max_duration:
         raise _BadQuery("minDuration is greater than maxDuration")
-    return JobQuery(
-        process_ids=tuple(_list("processID")),
-        statuses=tuple(statuses),
-        created_after=low,
-        created_before=high,
-        min_duration=min_duration,
-        max_duration=max_duration,
-        limit=min(limit, _MAX_LIMIT),
-        offset=offset,
-    )
+    try:
+        return JobQuery(
+            process_ids=tuple(_list("processID")),
+            statuses=tuple(statuses),
+            created_after=low,
+            created_before=high,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            limit=min(limit, _MAX_LIMIT),
+            offset=offset,
+        )
+    except JobQueryError as err:
+        raise _BadQuery(str(err)) from None
 
 
 class _JobRoutes:
@@ -329,14 +337,15 @@ class _JobRoutes:
         return self._json(body)
 
     def dismiss(self, job_id: str) -> Response:
+        # Each read on its own (not batched): a job that breaks batched reads can go.
         try:
-            job = self.manager.get_job(job_id)
+            job = self.manager.read_job(job_id)
             self.manager.delete_job(job_id)
         except JobNotFoundError:
             return _problem(HTTPStatus.NOT_FOUND, "NoSuchJob", f"no job {job_id[:64]!r}")
         if job["status"] in (JobStatus.accepted.value, JobStatus.running.value):
             with suppress(JobNotFoundError):
-                job = self.manager.get_job(job_id)
+                job = self.manager.read_job(job_id)
         info = self.status_info(job)
         info.update(status=JobStatus.dismissed.value, message="Job dismissed")
         info["links"] = [{"href": f"{self.base_url}/jobs", "rel": "up", "type": "application/json"}]
@@ -444,6 +453,10 @@ class _JobRoutes:
             return _problem(
                 HTTPStatus.BAD_REQUEST, "InvalidParameterValue", "the body must be a JSON object"
             )
+        try:
+            validate_bounds(document, None)  # its size: max_body, and the manager's check
+        except InputValidationError as err:
+            return _problem(HTTPStatus.BAD_REQUEST, "InvalidParameterValue", str(err))
         if not isinstance(document.get("inputs", {}), dict):
             return _problem(
                 HTTPStatus.BAD_REQUEST, "InvalidParameterValue", "`inputs` must be a JSON object"
@@ -581,7 +594,10 @@ def create_app() -> Flask:
             "full conformance mode needs server.manager.name: "
             "pygeoapi_prefect.manager.PrefectManager"
         )
-    routes = _JobRoutes(manager, api.base_url, manager.settings.max_body_bytes)
+    max_body = (
+        manager.settings.max_body_bytes or prefect_parameter_limit() or _MAX_BODY_UNLIMITED_PREFECT
+    )
+    routes = _JobRoutes(manager, api.base_url, max_body)
     views = app.view_functions
     stock: dict[str, Callable[..., Any]] = dict(views)
 
@@ -687,7 +703,16 @@ def create_app() -> Flask:
     app.add_url_rule(
         "/jobs/<job_id>/results/<output_id>", "pygeoapi_prefect.job_output", routes.result
     )
-    app.config["MAX_CONTENT_LENGTH"] = manager.settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = max_body
+
+    @app.before_request
+    def no_redirects_under_jobs() -> Response | None:
+        """A job id with `%2F` in it is no job: 404, not a redirect to a merged path."""
+        if isinstance(request.routing_exception, RequestRedirect) and request.path.startswith(
+            "/jobs/"
+        ):
+            return _problem(HTTPStatus.NOT_FOUND, "NoSuchJob", "no such job")
+        return None
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

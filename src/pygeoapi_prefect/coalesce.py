@@ -6,12 +6,18 @@ these reads compete with the jobs' own writes. `CoalescingReader` sends whatever
 waiting as one batched query: while one batch is in flight, new requests queue up, and the
 next batch takes them all. An idle server answers a lone read at once; a busy one sends
 fewer, larger queries.
+
+A batched read that fails in a way one item can cause (`split_on`) is read again in
+halves, down to one read per item (`read_one`): an item that breaks the batched query
+(the Prefect API fails to encode a flow run whose parameters nest too deeply) fails only
+its own readers, or none when `read_one` can still read it. Other failures (the API cannot
+be reached) fail the whole batch at once.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["CoalescingReader"]
@@ -31,11 +37,25 @@ class CoalescingReader[K: Hashable, V]:
     Args:
         read_many: Reads several keys at once; keys it cannot find are left out.
         max_batch: The most keys in one batched read.
+        read_one: Reads one key on its own (None when it is not found), for a key whose
+            batched read fails; by default `read_many` of that key alone.
+        split_on: Whether an error of `read_many` may come from one of its keys: then the
+            batch is read again in halves, down to single keys. By default no error is
+            (the whole batch fails).
     """
 
-    def __init__(self, read_many: Callable[[list[K]], Mapping[K, V]], max_batch: int = 200) -> None:
+    def __init__(
+        self,
+        read_many: Callable[[list[K]], Mapping[K, V]],
+        max_batch: int = 200,
+        *,
+        read_one: Callable[[K], V | None] | None = None,
+        split_on: Callable[[BaseException], bool] | None = None,
+    ) -> None:
         self._read_many = read_many
         self._max_batch = max_batch
+        self._read_one = read_one
+        self._split_on = split_on
         self._pending: list[_Request[K, V]] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -73,13 +93,34 @@ class CoalescingReader[K: Hashable, V]:
                     self._wake.wait()
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-            try:
-                found = self._read_many(list(dict.fromkeys(r.key for r in batch)))
-            except BaseException as err:  # handed to every waiting reader
-                for request in batch:
-                    request.error = err
-                    request.done.set()
-                continue
+            found, failed = self._read(list(dict.fromkeys(r.key for r in batch)))
             for request in batch:
                 request.value = found.get(request.key)
+                request.error = failed.get(request.key)
                 request.done.set()
+
+    def _read(self, keys: Sequence[K]) -> tuple[dict[K, V], dict[K, BaseException]]:
+        """Read keys in one batch, or in smaller ones when the batch fails (`split_on`)."""
+        try:
+            return dict(self._read_many(list(keys))), {}
+        except BaseException as err:  # handed to the readers of these keys
+            if self._split_on is None or not self._split_on(err):
+                return {}, dict.fromkeys(keys, err)
+            if len(keys) == 1:
+                return self._read_alone(keys[0], err)
+            half = len(keys) // 2
+            found, failed = self._read(keys[:half])
+            more_found, more_failed = self._read(keys[half:])
+            return {**found, **more_found}, {**failed, **more_failed}
+
+    def _read_alone(
+        self, key: K, batch_error: BaseException
+    ) -> tuple[dict[K, V], dict[K, BaseException]]:
+        """Read a key whose batched read failed with `read_one`, if there is one."""
+        if self._read_one is None:
+            return {}, {key: batch_error}
+        try:
+            value = self._read_one(key)
+        except BaseException as err:
+            return {}, {key: err}
+        return ({} if value is None else {key: value}), {}

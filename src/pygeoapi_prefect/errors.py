@@ -12,6 +12,7 @@ renders it on execute too.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -23,13 +24,20 @@ from pygeoapi.process.base import ProcessorExecuteError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+LOGGER = logging.getLogger(__name__)
+
+_MAX_DETAIL = 200
+
 __all__ = [
     "DeploymentNotFoundError",
     "InvalidInputError",
+    "InvalidQueryError",
     "JobStillRunningError",
     "OGCExecuteError",
     "OGCHTTPError",
+    "PayloadTooLargeError",
     "PrefectAPIURLError",
+    "PrefectRefusedError",
     "PrefectUnavailableError",
     "ProcessorImportError",
     "ResultNotAvailableError",
@@ -114,6 +122,27 @@ class InvalidInputError(OGCExecuteError):
     ogc_exception_code = "InvalidParameterValue"
 
 
+class InvalidQueryError(OGCHTTPError):
+    """A job-list query parameter whose value is out of range (the message names it)."""
+
+    http_status_code = HTTPStatus.BAD_REQUEST
+    ogc_exception_code = "InvalidQueryParameterValue"
+
+
+class PayloadTooLargeError(OGCExecuteError):
+    """An execute request whose job parameters are larger than the Prefect API accepts."""
+
+    http_status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    ogc_exception_code = "PayloadTooLarge"
+
+
+class PrefectRefusedError(OGCExecuteError):
+    """The Prefect API refused what a request asked of it (a 4xx of the Prefect API)."""
+
+    http_status_code = HTTPStatus.BAD_REQUEST
+    ogc_exception_code = "InvalidParameterValue"
+
+
 class JobStillRunningError(OGCExecuteError):
     """A synchronous execution outlasted `sync_timeout`; the job goes on."""
 
@@ -157,12 +186,39 @@ class ProcessorImportError(RuntimeError):
 
 @contextmanager
 def prefect_api_errors() -> Iterator[None]:
-    """Turn failures to reach the Prefect API into `PrefectUnavailableError`."""
+    """Turn failures of the Prefect API into OGC errors with short messages.
+
+    Unreachable, failing (5xx) or refusing our credentials (401, 403): 503. Refusing the
+    request itself (another 4xx, e.g. 422 for parameters that are too large): 400 with
+    Prefect's reason, cut short. The Prefect error, whose message holds the whole
+    response (which repeats the whole request), is neither chained nor logged.
+    """
     try:
         yield
     except httpx.TransportError as err:
         raise PrefectUnavailableError(f"{type(err).__name__}: {err}") from err
     except PrefectHTTPStatusError as err:
-        if err.response.status_code >= 500:
-            raise PrefectUnavailableError(f"HTTP {err.response.status_code}") from err
-        raise
+        status = err.response.status_code
+        if status >= 500 or status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            raise PrefectUnavailableError(f"HTTP {status}") from None
+        reason = _reason(err.response)
+        LOGGER.warning("The Prefect API refused a request: HTTP %d %s", status, reason)
+        raise PrefectRefusedError(
+            f"The Prefect API refused the request (HTTP {status}): {reason}"
+        ) from None
+
+
+def _reason(response: httpx.Response) -> str:
+    """The first reason a Prefect API error response gives, cut short."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase[:_MAX_DETAIL]
+    reason: Any = None
+    if isinstance(body, dict):
+        details = body.get("exception_detail")
+        if isinstance(details, list) and details and isinstance(details[0], dict):
+            reason = details[0].get("msg")
+        reason = reason or body.get("exception_message") or body.get("detail")
+    text = str(reason) if reason else response.reason_phrase
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."

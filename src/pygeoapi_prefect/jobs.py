@@ -22,8 +22,12 @@ from pygeoapi.util import DATETIME_FORMAT, JobStatus
 __all__ = [
     "JOB_TAG",
     "LABEL_MIMETYPE",
+    "MAX_DURATION",
+    "MAX_OFFSET",
+    "MAX_PROCESS_IDS",
     "PROCESS_TAG_PREFIX",
     "JobQuery",
+    "JobQueryError",
     "created_of",
     "duration_of",
     "job_record",
@@ -49,9 +53,41 @@ _ERROR_LOG_LIMIT = 200
 """The most ERROR-level log lines read for a page of crashed jobs (one Prefect page)."""
 
 
+MAX_PROCESS_IDS = 100
+"""The most `processID` values one job list may filter by (one Prefect tag filter each)."""
+
+MAX_DURATION = 100 * 366 * 24 * 3600
+"""The longest `minDuration` or `maxDuration`, in seconds (a century)."""
+
+MAX_OFFSET = 1_000_000_000
+"""The largest `offset` of a job list (far more jobs than a Prefect database holds)."""
+
+
+class JobQueryError(ValueError):
+    """A job-list filter or page out of range.
+
+    Attributes:
+        parameter: The query parameter at fault (`processID`, `datetime`, `minDuration`,
+            `maxDuration` or `offset`).
+    """
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+
+
 @dataclass(frozen=True)
 class JobQuery:
-    """Which jobs a job list asks for (the OGC job-list filters), and which page."""
+    """Which jobs a job list asks for (the OGC job-list filters), and which page.
+
+    Values that no Prefect query can hold are refused when the query is made, so that a
+    job list never fails on them in the Prefect API.
+
+    Raises:
+        JobQueryError: When a value is out of range: more than `MAX_PROCESS_IDS` process
+            ids, a time that is not a valid UTC time, a duration beyond `MAX_DURATION`
+            or negative, a negative offset or one beyond `MAX_OFFSET`.
+    """
 
     process_ids: tuple[str, ...] = ()
     statuses: tuple[JobStatus, ...] = ()
@@ -61,6 +97,29 @@ class JobQuery:
     max_duration: float | None = None
     limit: int | None = None
     offset: int = 0
+
+    def __post_init__(self) -> None:
+        if len(set(self.process_ids)) > MAX_PROCESS_IDS:
+            raise JobQueryError("processID", f"at most {MAX_PROCESS_IDS} process ids")
+        for instant in (self.created_after, self.created_before):
+            if instant is not None:
+                _check_instant(instant)
+        for name, duration in (
+            ("minDuration", self.min_duration),
+            ("maxDuration", self.max_duration),
+        ):
+            if duration is not None and not 0 <= duration <= MAX_DURATION:
+                raise JobQueryError(name, f"a number of seconds from 0 to {MAX_DURATION}")
+        if not 0 <= self.offset <= MAX_OFFSET:
+            raise JobQueryError("offset", f"an integer from 0 to {MAX_OFFSET}")
+
+
+def _check_instant(instant: dt.datetime) -> None:
+    """Refuse a time with no UTC equivalent (e.g. 9999-12-31T23:59:59-23:59)."""
+    try:
+        instant.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        raise JobQueryError("datetime", f"{instant.isoformat()} is out of range") from None
 
 
 def process_tag(process_id: str) -> str:

@@ -42,9 +42,10 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, FlowRunPolicy, State, StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.filesystems import WritableFileSystem
 from prefect.results import ResultStore
+from prefect.settings import get_current_settings
 from prefect.states import (
     Cancelled,
     Cancelling,
@@ -80,7 +81,9 @@ from pygeoapi_prefect.embedded import LABEL_RUNNER, EmbeddedRunner, JobLaunch, r
 from pygeoapi_prefect.errors import (
     DeploymentNotFoundError,
     InvalidInputError,
+    InvalidQueryError,
     JobStillRunningError,
+    PayloadTooLargeError,
     ProcessorImportError,
     ResultNotAvailableError,
     prefect_api_errors,
@@ -90,6 +93,7 @@ from pygeoapi_prefect.jobs import (
     JOB_TAG,
     LABEL_MIMETYPE,
     JobQuery,
+    JobQueryError,
     duration_of,
     job_record,
     last_errors,
@@ -104,9 +108,16 @@ from pygeoapi_prefect.results import JobOutput, ResultStorage, ResultUnavailable
 from pygeoapi_prefect.schemas import ExecuteRequest
 from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings, process_settings_of
 from pygeoapi_prefect.subscriber import LABEL_SUBSCRIBER, subscriber_labels
-from pygeoapi_prefect.validation import InputValidationError, validate_inputs, validate_outputs
+from pygeoapi_prefect.validation import (
+    MAX_DEPTH,
+    InputValidationError,
+    RequestTooLargeError,
+    validate_bounds,
+    validate_inputs,
+    validate_outputs,
+)
 
-__all__ = ["PrefectManager"]
+__all__ = ["PrefectManager", "prefect_parameter_limit"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -130,6 +141,22 @@ _ADDED_JOB_KEY = "pygeoapi-job:"
 
 Prefect chooses flow run ids: such a job's flow run keeps its own id, and answers to the
 caller's identifier too (its idempotency key is this prefix and the identifier)."""
+
+
+def prefect_parameter_limit() -> int | None:
+    """The largest flow-run parameters the Prefect API accepts, in bytes of compact JSON.
+
+    Prefect's `server.api.max_parameter_size` (`PREFECT_SERVER_API_MAX_PARAMETER_SIZE`,
+    512 KiB by default), as this process's Prefect settings give it; None when it is 0
+    (no limit).
+    """
+    limit = get_current_settings().server.api.max_parameter_size
+    return limit or None
+
+
+def _one_run_may_fail(err: BaseException) -> bool:
+    """Whether a failed read of many flow runs may be the fault of one (an API error 500)."""
+    return isinstance(err, PrefectHTTPStatusError) and err.response.status_code == 500
 
 
 def _within(value: float | None, low: float | None, high: float | None) -> bool:
@@ -174,7 +201,9 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         self._flow_ids: dict[str, uuid.UUID] = {}
         self._deployment_ids: dict[str, uuid.UUID] = {}
         self._recovery_started = False
-        self._job_reader = CoalescingReader(self._read_job_records)
+        self._job_reader = CoalescingReader(
+            self._read_job_records, read_one=self._read_job_record, split_on=_one_run_may_fail
+        )
         self._counter = ThreadPoolExecutor(4, thread_name_prefix="pygeoapi-prefect-count")
         _import_processors(self.processes)
 
@@ -365,7 +394,11 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             `{"jobs": [...], "numberMatched": total}`.
         """
         statuses = (JobStatus(status),) if status is not None else ()
-        jobs, matched = self.find_jobs(JobQuery(statuses=statuses, limit=limit, offset=offset or 0))
+        try:
+            query = JobQuery(statuses=statuses, limit=limit, offset=offset or 0)
+        except JobQueryError as err:
+            raise InvalidQueryError(str(err)) from None
+        jobs, matched = self.find_jobs(query)
         for job in jobs:
             # pygeoapi's API layer re-sorts each page by `started`, which must be a string.
             job["started"] = job["started"] or job["created"]
@@ -409,6 +442,29 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         if record is None:
             raise JobNotFoundError(job_id)
         return record
+
+    def read_job(self, job_id: str) -> dict[str, Any]:
+        """Return one job, read on its own (`read_flow_run`) rather than in a batch.
+
+        Args:
+            job_id: The job id (a flow run id).
+
+        Returns:
+            The job record.
+
+        Raises:
+            JobNotFoundError: If there is no such job.
+        """
+        with self._api():
+            return self._records([self._read_job_run(job_id)])[0]
+
+    def _read_job_record(self, run_id: uuid.UUID) -> dict[str, Any] | None:
+        """Read one job on its own (for `_job_reader`, when its batch fails)."""
+        try:
+            flow_run = self._read_job_run(str(run_id))
+        except JobNotFoundError:
+            return None
+        return self._records([flow_run])[0]
 
     def _read_job_records(self, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
         """Read several jobs in one query (the batches of `_job_reader`)."""
@@ -472,6 +528,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         idempotency_key: str | None = None,
     ) -> FlowRun:
         client = self.connection.client
+        _check_parameters(parameters)
         body = FlowRunCreate(
             idempotency_key=idempotency_key,
             labels=labels or {},
@@ -690,9 +747,20 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         settings = self.process_settings(process_id)
         inputs = data_dict if data_dict is not None else {}
         try:
+            validate_bounds(
+                {
+                    "inputs": inputs,
+                    "outputs": requested_outputs,
+                    "response": response,
+                    "subscriber": _subscriber_document(subscriber),
+                },
+                prefect_parameter_limit(),
+            )
             validate_inputs(processor.metadata, inputs)
             validate_outputs(processor.metadata, requested_outputs)
             labels = subscriber_labels(subscriber, self.settings.callback_allow)
+        except RequestTooLargeError as err:
+            raise PayloadTooLargeError(str(err)) from None
         except (InputValidationError, CallbackURLError) as err:
             raise InvalidInputError(str(err)) from err
         if isinstance(processor, BasePrefectProcessor):
@@ -792,6 +860,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
     ) -> FlowRun:
         """Create a job's flow run from the process's deployment, for a worker to run."""
         client = self.connection.client
+        _check_parameters(parameters)
         name = str(settings.deployment)
         deployment_id = self._deployment_ids.get(name)
         if deployment_id is None:
@@ -903,6 +972,39 @@ def _read_location(location: Any, mimetype: Any) -> JobOutput | None:
     except (OSError, ValueError) as err:
         LOGGER.warning("The output of a recorded job cannot be read from %s: %s", path, err)
         return None
+
+
+def _subscriber_document(subscriber: Subscriber | None) -> dict[str, Any] | None:
+    """The `subscriber` of an execute request, as pygeoapi parsed it."""
+    if subscriber is None:
+        return None
+    return {
+        "successUri": subscriber.success_uri,
+        "inProgressUri": subscriber.in_progress_uri,
+        "failedUri": subscriber.failed_uri,
+    }
+
+
+def _check_parameters(parameters: dict[str, Any]) -> None:
+    """Refuse flow-run parameters that the Prefect API would refuse, or fail to read back.
+
+    The execute request was bounded already (`validate_bounds`); the parameters add the
+    process description of a `BasePrefectProcessor`, and two levels of nesting. A
+    `job_id` parameter is measured as the flow run id it becomes once the run exists.
+    """
+    if "job_id" in parameters:
+        parameters = {**parameters, "job_id": str(uuid.UUID(int=0))}
+    try:
+        validate_bounds(
+            parameters,
+            prefect_parameter_limit(),
+            name="the job's flow-run parameters",
+            max_depth=MAX_DEPTH + 8,
+        )
+    except RequestTooLargeError as err:
+        raise PayloadTooLargeError(str(err)) from None
+    except InputValidationError as err:
+        raise InvalidInputError(str(err)) from None
 
 
 def _retry_policy(settings: ProcessSettings) -> FlowRunPolicy:

@@ -245,11 +245,13 @@ class ManagerSettings(BaseModel):
     tags: list[str] = Field(
         default_factory=list, description="Extra Prefect tags put on every job of this server."
     )
-    max_body_bytes: int = Field(
-        default=5 * 1024 * 1024,
+    max_body_bytes: int | None = Field(
+        default=None,
         gt=0,
         description="Largest execute request body, in bytes, that full conformance mode "
-        "(`pygeoapi-prefect serve`) accepts; larger ones get 413.",
+        "(`pygeoapi-prefect serve`) accepts; larger ones get 413. By default what the "
+        "Prefect API accepts as a job's parameters (its `server.api.max_parameter_size`, "
+        "512 KiB unless set), or 5 MiB when that is unlimited.",
     )
     callback_allow: list[str] = Field(
         default_factory=list,

@@ -26,8 +26,18 @@ declares any. Formats offered as `oneOf` branches that differ only by their medi
 them is accepted, and its media type picks the format. A JSON object that is itself
 valid against the schema is always taken as a literal value, whatever its keys.
 
+A qualified value may hold only `value`, `mediaType`, `encoding`, `schema` and `format`,
+and a reference only `href`, `type`, `rel`, `title` and `hreflang` (OGC API - Processes
+Part 1, `qualifiedInputValue` and `link`): any other key is refused, naming its path.
+
 `validate_outputs` checks the `outputs` of an execute request: declared output ids, each
-asked for with a `transmissionMode` of `value` or `reference`.
+asked for as an object of `transmissionMode` (`value` or `reference`) and `format` only.
+
+`validate_bounds` runs first, on the whole execute request (or on the flow-run parameters
+made from it): it refuses nesting deeper than `MAX_DEPTH` levels, and a request whose JSON
+is larger than the Prefect API accepts as flow-run parameters. The Prefect API stores
+deeper parameters, but then fails every query that returns them (its JSON encoder stops
+at 255 levels), and it refuses larger ones (422).
 
 Defaults for the occurrence bounds: `maxOccurs` defaults to 1. `minOccurs` defaults to
 1, as in OGC API - Processes, *unless* the input's schema declares a `default`: then the
@@ -40,6 +50,7 @@ validation fail: the broken part is skipped, and a warning is logged.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal, NoReturn
@@ -48,11 +59,29 @@ from urllib.parse import urlsplit
 from jsonschema import exceptions as _exceptions  # type: ignore[import-untyped, unused-ignore]
 from jsonschema import validators as _validators  # type: ignore[import-untyped, unused-ignore]
 
-__all__ = ["InputValidationError", "validate_inputs", "validate_outputs"]
+__all__ = [
+    "MAX_DEPTH",
+    "InputValidationError",
+    "RequestTooLargeError",
+    "validate_bounds",
+    "validate_inputs",
+    "validate_outputs",
+]
 
 LOGGER: Final = logging.getLogger(__name__)
 
 _MAX_MESSAGE: Final = 500
+
+MAX_DEPTH: Final = 64
+"""The deepest nesting of objects and arrays in an execute request (the request is level 1).
+
+Far below the 255 levels at which the Prefect API's JSON encoder fails, and far above
+what real inputs need (a GeoJSON feature collection of multipolygons nests 7 levels).
+"""
+
+_OUTPUT_KEYS: Final = ("transmissionMode", "format")
+_QUALIFIED_KEYS: Final = ("value", "mediaType", "encoding", "schema", "format")
+_REFERENCE_KEYS: Final = ("href", "type", "rel", "title", "hreflang")
 
 _Unbounded = Literal["unbounded"]
 
@@ -72,6 +101,78 @@ class InputValidationError(ValueError):
         super().__init__(message)
         self.message = message
         self.input_id = input_id
+
+
+class RequestTooLargeError(InputValidationError):
+    """An execute request (or its flow-run parameters) larger than the Prefect API accepts."""
+
+
+def validate_bounds(
+    document: Any,
+    max_bytes: int | None,
+    *,
+    name: str = "the execute request",
+    max_depth: int = MAX_DEPTH,
+) -> None:
+    """Refuse a JSON document nested too deeply, or too large, to be stored in Prefect.
+
+    Args:
+        document: The document, as parsed from JSON (an execute request, or flow-run
+            parameters).
+        max_bytes: The most bytes its compact JSON may have (measured as the Prefect API
+            measures parameters), or None (or 0) for no limit.
+        name: What the document is, for the message.
+        max_depth: The deepest nesting of objects and arrays allowed (the document itself
+            is level 1).
+
+    Raises:
+        InputValidationError: When the document is nested deeper than `max_depth`; the
+            message gives the JSON pointer of the first value too deep.
+        RequestTooLargeError: When its JSON is larger than `max_bytes`.
+    """
+    path = _too_deep(document, max_depth)
+    if path is not None:
+        raise InputValidationError(
+            f"{name} is nested more than {max_depth} levels deep (at {_pointer(path)})",
+            input_id=path[1] if len(path) > 1 and path[0] == "inputs" else None,
+        )
+    if not max_bytes:
+        return
+    size = len(json.dumps(document, separators=(",", ":"), default=str).encode())
+    if size > max_bytes:
+        raise RequestTooLargeError(
+            f"{name} is {size} bytes as JSON; the Prefect API accepts at most {max_bytes}"
+        )
+
+
+def _too_deep(document: Any, max_depth: int) -> list[str] | None:
+    """The path to the first object or array nested deeper than `max_depth`, or None."""
+    if not isinstance(document, Mapping | list | tuple):
+        return None
+    # Depth first without recursion: the stack of open containers is the path.
+    stack: list[tuple[str, Iterator[tuple[str, Any]]]] = [("", _children(document))]
+    while stack:
+        for key, child in stack[-1][1]:
+            if isinstance(child, Mapping | list | tuple):
+                if len(stack) >= max_depth:
+                    return [part for part, _ in stack[1:]] + [key]
+                stack.append((key, _children(child)))
+                break
+        else:
+            stack.pop()
+    return None
+
+
+def _children(container: Mapping[Any, Any] | Sequence[Any]) -> Iterator[tuple[str, Any]]:
+    if isinstance(container, Mapping):
+        return ((str(key), value) for key, value in container.items())
+    return ((str(index), value) for index, value in enumerate(container))
+
+
+def _pointer(path: Sequence[str]) -> str:
+    """A JSON pointer (RFC 6901) for a message: parts cut to 40 characters, at most 8 parts."""
+    parts = [part[:40].replace("~", "~0").replace("/", "~1") for part in path[:8]]
+    return "/" + "/".join(parts) + ("/..." if len(path) > 8 else "")
 
 
 def _type_or_null(
@@ -147,7 +248,7 @@ def validate_inputs(description: Mapping[str, Any], inputs: Any) -> None:
 
 
 def validate_outputs(description: Mapping[str, Any], outputs: Any) -> None:
-    """Check the `outputs` of an execute request: declared outputs, known transmission modes.
+    """Check the `outputs` of an execute request: declared outputs, known keys and modes.
 
     Args:
         description: A pygeoapi process description (`PROCESS_METADATA`).
@@ -155,7 +256,7 @@ def validate_outputs(description: Mapping[str, Any], outputs: Any) -> None:
 
     Raises:
         InputValidationError: When an output is not declared, or is not asked for as an
-            object with `transmissionMode` `value` or `reference`.
+            object of `transmissionMode` (`value` or `reference`) and `format` (an object).
     """
     if outputs is None:
         return
@@ -170,10 +271,24 @@ def validate_outputs(description: Mapping[str, Any], outputs: Any) -> None:
             raise InputValidationError(
                 f"output {output_id!r} must be a JSON object, got {_json_type(spec)}", output_id
             )
+        unknown = [key for key in spec if key not in _OUTPUT_KEYS]
+        if unknown:
+            raise InputValidationError(
+                f"output {output_id!r}: unknown key {str(unknown[0])[:100]!r} "
+                f"(at {_pointer(['outputs', output_id, str(unknown[0])])}); "
+                f"an output takes {_names(_OUTPUT_KEYS)}",
+                output_id,
+            )
         mode = spec.get("transmissionMode", "value")
         if mode not in ("value", "reference"):
             raise InputValidationError(
                 f"output {output_id!r}: transmissionMode must be 'value' or 'reference'", output_id
+            )
+        if "format" in spec and not isinstance(spec["format"], Mapping):
+            raise InputValidationError(
+                f"output {output_id!r}: format must be a JSON object, "
+                f"got {_json_type(spec['format'])}",
+                output_id,
             )
 
 
@@ -343,6 +458,15 @@ def _check_value(schema: _Schema, value: Any, index: int | None) -> None:
     error = schema.errors(value)
     form = _form(value)
     if form is not None and (schema.validator is None or error is not None):
+        allowed = _REFERENCE_KEYS if form == "href" else _QUALIFIED_KEYS
+        kind = "a reference" if form == "href" else "a qualified value"
+        unknown = [key for key in value if key not in allowed]
+        if unknown:
+            path = ["inputs", schema.input_id, *([] if index is None else [str(index)])]
+            fail(
+                f"unknown key {str(unknown[0])[:100]!r} in {kind} "
+                f"(at {_pointer([*path, str(unknown[0])])}); {kind} takes {_names(allowed)}"
+            )
         if form == "href":
             href = value["href"]
             if not isinstance(href, str) or not _is_url(href):
@@ -459,6 +583,10 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _names(keys: Sequence[str]) -> str:
+    return ", ".join(keys[:-1]) + f" and {keys[-1]}"
 
 
 def _values(count: int) -> str:
