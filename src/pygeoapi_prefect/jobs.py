@@ -19,13 +19,16 @@ __all__ = [
     "JOB_TAG",
     "LABEL_MIMETYPE",
     "PROCESS_TAG_PREFIX",
+    "SERVER_TAG_PREFIX",
     "JobQuery",
     "created_of",
     "duration_of",
+    "flow_run_link",
     "job_record",
     "parse_job_id",
     "process_id_of",
     "process_tag",
+    "server_tag",
     "to_job_status",
 ]
 
@@ -34,6 +37,9 @@ JOB_TAG = "pygeoapi"
 
 PROCESS_TAG_PREFIX = "pygeoapi-process:"
 """Prefix of the tag that names a job's process, e.g. `pygeoapi-process:hello-world`."""
+
+SERVER_TAG_PREFIX = "pygeoapi-server:"
+"""Prefix of the tag that names the server a job belongs to (`ManagerSettings.server_id`)."""
 
 LABEL_MIMETYPE = "pygeoapi.mimetype"
 """Flow-run label holding the media type of a finished job's result."""
@@ -58,6 +64,11 @@ class JobQuery:
 def process_tag(process_id: str) -> str:
     """Return the tag that marks a flow run as a job of `process_id`."""
     return f"{PROCESS_TAG_PREFIX}{process_id}"
+
+
+def server_tag(server_id: str) -> str:
+    """Return the tag that marks a flow run as a job of the server `server_id`."""
+    return f"{SERVER_TAG_PREFIX}{server_id}"
 
 
 def process_id_of(flow_run: FlowRun) -> str | None:
@@ -156,18 +167,31 @@ def _message(flow_run: FlowRun, status: JobStatus, progress_message: str | None)
     }.get(status, "")
 
 
+def flow_run_link(ui_url: str, flow_run_id: uuid.UUID | str) -> dict[str, str]:
+    """The link from a job to its flow-run page in the Prefect UI at `ui_url`."""
+    return {
+        "href": f"{ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}",
+        "rel": "related",
+        "type": "text/html",
+        "title": "the job's flow run in the Prefect UI",
+    }
+
+
 def job_record(
     flow_run: FlowRun,
     progress: tuple[int, str | None] | None = None,
+    ui_url: str | None = None,
 ) -> dict[str, Any]:
     """Build the job mapping pygeoapi expects from a flow run.
 
     Args:
         flow_run: The flow run of the job.
         progress: The last progress the job reported (percent, message), if any.
+        ui_url: The Prefect UI, if any: the record then links to the flow run's page.
 
     Returns:
-        The job as pygeoapi's API layer reads it (keys of `BaseManager.get_job`).
+        The job as pygeoapi's API layer reads it (keys of `BaseManager.get_job`, and
+        `links`).
     """
     state = flow_run.state
     status = to_job_status(
@@ -201,6 +225,7 @@ def job_record(
         "parameters": request.get("inputs"),
         "response": str(request.get("response") or "raw"),
         "requested_outputs": request.get("outputs"),
+        "links": [flow_run_link(ui_url, flow_run.id)] if ui_url else [],
     }
 
 
