@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,20 @@ def test_status_document_links_to_the_flow_run_page(browser: Any, tmp_path: Path
             shutil.copyfile(tmp_path / "flow-run-page.png", target)
     finally:
         server.stop()
+
+
+def test_job_records_link_to_the_flow_run_page() -> None:
+    from prefect.client.schemas.objects import FlowRun
+
+    from pygeoapi_prefect.jobs import job_record
+
+    flow_run = FlowRun(flow_id=uuid.uuid4(), name="hello-world-a-b", tags=["pygeoapi"])
+    assert job_record(flow_run)["links"] == []
+    assert job_record(flow_run, ui_url="http://127.0.0.1:8123/")["links"] == [
+        {
+            "href": f"http://127.0.0.1:8123/runs/flow-run/{flow_run.id}",
+            "rel": "related",
+            "type": "text/html",
+            "title": "the job's flow run in the Prefect UI",
+        }
+    ]

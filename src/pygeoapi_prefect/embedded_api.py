@@ -46,8 +46,9 @@ _READ_SUFFIXES = ("/filter", "/count", "/paginate", "/history")
 _PARENT_VARIABLE = "PYGEOAPI_PREFECT_PARENT_PID"
 _PARENT_POLL_SECONDS = 1.0
 _UI_VARIABLE = "PYGEOAPI_PREFECT_UI"
-_MIGRATION_TIMEOUT_SECONDS = 180
-"""How long a start that migrates the database may take (a new one: about 100 migrations)."""
+_STARTUP_TIMEOUT_SECONDS = 180
+"""How long a start may take at least: Prefect's 20 s default is too short for a start
+that migrates a new database (about 100 migrations), or on a busy machine."""
 
 
 class _OneWriterAtATime:
@@ -167,20 +168,27 @@ class EmbeddedAPIServer(SubprocessASGIServer):
     def start(self, timeout: int | None = None) -> None:
         """Start the server, migrating its database only if that needs it.
 
+        A server that does not answer in time is stopped again (Prefect's own start
+        leaves it running), so that a later attempt does not add a second one.
+
         Args:
-            timeout: Seconds to wait for it; by default Prefect's startup timeout, or
-                longer when the database is migrated.
+            timeout: Seconds to wait for it; by default Prefect's startup timeout
+                (`PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`), at least 180.
         """
         try:
             self.migrates = not database_is_current()
         except Exception:  # (an unreadable version: let Prefect migrate, as it always does)
             self.migrates = True
-        if timeout is None and self.migrates:
+        if timeout is None:
             timeout = max(
-                _MIGRATION_TIMEOUT_SECONDS,
+                _STARTUP_TIMEOUT_SECONDS,
                 int(get_current_settings().server.ephemeral.startup_timeout_seconds),
             )
-        super().start(timeout)
+        try:
+            super().start(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
         migrate: dict[str, str] = {}

@@ -3,7 +3,8 @@
 A job's life, by module:
 
 1. `manager.PrefectManager.execute_process` validates the request and creates the job's
-   flow run (`SCHEDULED`, tagged with the process id): the job id is the flow run id;
+   flow run (`SCHEDULED`, tagged with the server and process ids): the job id is the
+   flow run id;
 2. `embedded.EmbeddedRunner` runs it in a child process with Prefect's flow engine
    (`flows.build_process_flow` wraps the processor), or a Prefect worker runs it when the
    process has a deployment;
@@ -11,6 +12,11 @@ A job's life, by module:
    `jobs.job_record`;
 4. `results.ResultStorage` keeps its output in Prefect result storage;
 5. `PrefectManager.delete_job` dismisses it (CANCELLED) or removes it with its results.
+
+A job's flow run carries the tags `pygeoapi`, `pygeoapi-server:<server_id>` and
+`pygeoapi-process:<id>`: the manager reads, lists and deletes only flow runs with all
+three (of a configured process). Built by a process that serves pygeoapi's Flask app,
+the manager gets its Prefect side ready (`PrefectManager.start`) before the app serves.
 """
 
 from __future__ import annotations
@@ -173,6 +179,8 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         self._recovery_started = False
         self._job_reader = CoalescingReader(self._read_job_records)
         self._counter = ThreadPoolExecutor(4, thread_name_prefix="pygeoapi-prefect-count")
+        self._started: threading.Event | None = None
+        self._lock_start = threading.Lock()
         if _serving():
             self.start(wait=_START_TIMEOUT_SECONDS)
 
@@ -189,13 +197,20 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             wait: Seconds to wait for it (0: return at once).
 
         Returns:
-            True if it is done (or failed: requests then report the cause) within `wait`.
+            True once it is done (or failed: requests then report the cause), within
+            `wait`. Calling it again waits for the same start.
         """
-        done = threading.Event()
-        threading.Thread(
-            target=self._start_up, args=(done,), name="pygeoapi-prefect-start", daemon=True
-        ).start()
-        return done.wait(wait) if wait else False
+        with self._lock_start:
+            if self._started is None:
+                self._started = threading.Event()
+                threading.Thread(
+                    target=self._start_up,
+                    args=(self._started,),
+                    name="pygeoapi-prefect-start",
+                    daemon=True,
+                ).start()
+            done = self._started
+        return done.wait(wait) if wait else done.is_set()
 
     def _start_up(self, done: threading.Event) -> None:
         started = time.monotonic()
