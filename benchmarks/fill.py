@@ -19,7 +19,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-TAGS = ["pygeoapi", "pygeoapi-process:hello-world"]
+SERVER_ID = "benchmark"
+"""The `server_id` of the benchmark's servers: the filled runs are their jobs."""
+TAGS = ["pygeoapi", f"pygeoapi-server:{SERVER_ID}", "pygeoapi-process:hello-world"]
 PARAMETERS = {"inputs": {"name": "x"}, "outputs": None, "response": "raw"}
 
 

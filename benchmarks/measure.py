@@ -88,6 +88,32 @@ def warm_up(client: httpx.Client, timeout: float = 90) -> dict[str, Any]:
     return {"first_execute_s": round(first_s, 2)}
 
 
+def first_sync_execute(client: httpx.Client, timeout: float = 120) -> dict[str, Any]:
+    """The first sync execute of a server that has just answered its landing page."""
+    start = time.perf_counter()
+    response = client.post("/processes/hello-world/execution", json=HELLO, timeout=timeout)
+    elapsed = time.perf_counter() - start
+    if response.status_code != 200 or "Hello x" not in response.text:
+        raise RuntimeError(f"first execute answered {response.status_code}: {response.text[:300]}")
+    return {"first_execute_s": round(elapsed, 2)}
+
+
+def first_async_job(client: httpx.Client, timeout: float = 120) -> dict[str, Any]:
+    """The first async job of a server that has just answered its landing page.
+
+    Returns the time of its submission (until the 201) and from submission until
+    `GET /jobs/{id}` reads `successful`.
+    """
+    start = time.perf_counter()
+    job = submit(client, "hello-world", HELLO)
+    submitted = time.perf_counter() - start
+    status = wait_status(client, job, {"successful"}, timeout=timeout)
+    elapsed = time.perf_counter() - start
+    if status != "successful":
+        raise RuntimeError(f"first async job ended {status!r}")
+    return {"submit_s": round(submitted, 2), "successful_s": round(elapsed, 2)}
+
+
 def sync_execute(client: httpx.Client, reps: int) -> dict[str, Any]:
     samples = []
     errors = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 
 from benchmarks import measure
-from benchmarks.fill import fill_tinydb
+from benchmarks.fill import SERVER_ID, fill_tinydb
 from benchmarks.report import RESULTS_DIR, markdown, rows, write
 from benchmarks.servers import (
     OURS,
@@ -82,7 +83,12 @@ def manager_def(kind: str, workdir: Path) -> dict[str, Any]:
             "connection": str(workdir / "jobs.db"),
             "output_dir": str(workdir / "out"),
         }
-    return {"name": OURS, "connection": None, "output_dir": str(workdir / "results")}
+    return {
+        "name": OURS,
+        "connection": None,
+        "output_dir": str(workdir / "results"),
+        "prefect": {"server_id": SERVER_ID},
+    }
 
 
 def start_server(
@@ -151,6 +157,31 @@ def phase_jobs(registry: ProcessRegistry, kind: str, tmp: Path, plan: Plan) -> d
         if kind == "ours":
             out["server_log_tail"] = server.log_tail(40)
         registry.stop(server)
+    return out
+
+
+def phase_cold_start(registry: ProcessRegistry, kind: str, tmp: Path) -> dict[str, Any]:
+    """The first sync execute, and the first async job, of a server that has just started.
+
+    Each on a server of its own, started from nothing (a fresh PREFECT_HOME for ours), and
+    measured as soon as the server first answers its landing page.
+    """
+    out: dict[str, Any] = {}
+    for key, figure in (
+        ("cold_sync", measure.first_sync_execute),
+        ("cold_async", measure.first_async_job),
+    ):
+        workdir = tmp / f"{kind}-{key}"
+        env = {"PREFECT_HOME": str(workdir / "prefect-home")} if kind == "ours" else {}
+        server, _ = start_server(registry, kind, workdir, env)
+        out[f"{key}_ready_s"] = round(server.extra["ready_s"], 2)
+        try:
+            with httpx.Client(base_url=server.base_url, timeout=120) as client:
+                value = attempt(out, key, functools.partial(figure, client))
+            if value is None or kind == "ours":
+                out[f"{key}_log_tail"] = server.log_tail(20)
+        finally:
+            registry.stop(server)
     return out
 
 
@@ -237,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer reps, to try the benchmark")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, dbs)")
+    parser.add_argument(
+        "--cold-start", action="store_true", help="measure only the first jobs after a start"
+    )
     args = parser.parse_args(argv)
     plan = Plan(args.quick)
     started = time.perf_counter()
@@ -259,11 +293,16 @@ def main(argv: list[str] | None = None) -> int:
     log(f"benchmark in {tmp} ({os.cpu_count()} cores){' [quick]' if args.quick else ''}")
     try:
         for kind in ("tinydb", "ours"):
+            log(f"{kind}: cold start")
+            start = time.perf_counter()
+            results[kind].update(phase_cold_start(registry, kind, tmp))
+            results["phases_s"][f"{kind}_cold_start"] = round(time.perf_counter() - start, 1)
+        for kind in () if args.cold_start else ("tinydb", "ours"):
             log(f"{kind}: jobs (figures 1-4, 6, 7)")
             start = time.perf_counter()
             results[kind].update(phase_jobs(registry, kind, tmp, plan))
             results["phases_s"][f"{kind}_jobs"] = round(time.perf_counter() - start, 1)
-        for kind in ("tinydb", "ours"):
+        for kind in () if args.cold_start else ("tinydb", "ours"):
             log(f"{kind}: listing (figure 5)")
             start = time.perf_counter()
             try:

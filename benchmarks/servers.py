@@ -238,7 +238,8 @@ def start_pygeoapi(
         log,
         base_url=f"http://127.0.0.1:{port}",
     )
-    managed.extra["ready_s"] = wait_http(managed, f"{managed.base_url}/", timeout=90)
+    # (a server of ours on a new database migrates it before it answers)
+    managed.extra["ready_s"] = wait_http(managed, f"{managed.base_url}/", timeout=300)
     return managed
 
 

@@ -63,11 +63,11 @@ def test_status_filter_is_done_by_prefect(manager: Any, client: Any) -> None:
     assert job_id in {job["identifier"] for job in failed["jobs"]}
 
 
-def test_job_of_a_removed_process_still_lists_and_reads(manager: Any, client: Any) -> None:
+def test_job_of_a_removed_process_is_no_job_of_this_server(manager: Any, client: Any) -> None:
+    # A job is a flow run with this server's tag and the tag of a configured process.
     orphan = manager.add_job({"process_id": "no-longer-configured"})
     listing = client.get("/jobs?f=json&limit=1000")
     assert listing.status_code == 200
-    assert orphan in {job["jobID"] for job in listing.json["jobs"]}
-    job = client.get(f"/jobs/{orphan}?f=json")
-    assert job.status_code == 200
-    assert job.json["processID"] == "no-longer-configured"
+    assert orphan not in {job["jobID"] for job in listing.json["jobs"]}
+    assert client.get(f"/jobs/{orphan}?f=json").status_code == 404
+    assert client.delete(f"/jobs/{orphan}").status_code == 404

@@ -6,9 +6,9 @@ forking it is safe and each job process starts warm, in milliseconds. It talks t
 runner over two pipes with `multiprocessing.connection.Connection` messages:
 
 - in: `("init", {"sys_path": ..., "api_url": ...})`, then `("run", JobLaunch)` per job;
-- out: `("started", flow_run_id, pid)`, then from the job's own process
-  `("finished", flow_run_id, code)` once the flow engine is done, and
-  `("exited", flow_run_id, exit_code)` when the process has ended.
+- out: `("ready", None, pid)` once initialised; per job `("started", flow_run_id, pid)`,
+  then from the job's own process `("finished", flow_run_id, code)` once the flow engine
+  is done, and `("exited", flow_run_id, exit_code)` when the process has ended.
 
 When the runner's pipe closes (the web server stopped) it lets running jobs finish and
 exits; each job records its own outcome in Prefect.
@@ -96,6 +96,7 @@ def main(command_fd: int, event_fd: int) -> None:
                 # What the launcher holds now is never collected in a job process, so
                 # that its garbage collector does not copy the launcher's memory either.
                 gc.freeze()
+                _report(events, ("ready", None, os.getpid()))
             elif kind == "run":
                 pid = _fork_job(payload, commands, events)
                 children[pid] = payload.flow_run.id
@@ -109,7 +110,7 @@ def main(command_fd: int, event_fd: int) -> None:
                 closing = not _report(events, ("exited", run_id, os.waitstatus_to_exitcode(status)))
 
 
-def _report(events: Connection, message: tuple[str, uuid.UUID, int]) -> bool:
+def _report(events: Connection, message: tuple[str, uuid.UUID | None, int]) -> bool:
     try:
         events.send(message)
     except OSError:

@@ -261,16 +261,7 @@ class _JobRoutes:
                     "title": "results",
                 }
             )
-        if self.manager.settings.ui_url:
-            links.append(
-                {
-                    "href": f"{self.manager.settings.ui_url.rstrip('/')}/runs/flow-run/"
-                    f"{job['identifier']}",
-                    "rel": "related",
-                    "type": "text/html",
-                    "title": "the job's flow run in the Prefect UI",
-                }
-            )
+        links += job.get("links") or []  # (its flow-run page in the Prefect UI)
         info = {
             "jobID": job["identifier"],
             "processID": job["process_id"],

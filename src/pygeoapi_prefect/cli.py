@@ -38,7 +38,7 @@ from pygeoapi.plugin import load_plugin
 from pygeoapi_prefect.connection import check_api_url
 from pygeoapi_prefect.errors import PrefectAPIURLError, processor_import_message
 from pygeoapi_prefect.flows import job_parameters, run_pygeoapi_process
-from pygeoapi_prefect.jobs import JOB_TAG, process_tag
+from pygeoapi_prefect.jobs import JOB_TAG, process_tag, server_tag
 from pygeoapi_prefect.process.base import BasePrefectProcessor, flow_parameters
 from pygeoapi_prefect.results import ResultStorage
 from pygeoapi_prefect.schemas import ExecuteRequest
@@ -470,7 +470,7 @@ def deploy_process(
             parameters=parameters,
             schedules=schedules,
             # Runs the schedule creates carry these tags too: they list as jobs of the process.
-            tags=[JOB_TAG, process_tag(process_id)],
+            tags=[JOB_TAG, server_tag(manager.server_label), process_tag(process_id)],
             pull_steps=[],
             enforce_parameter_schema=False,
         )

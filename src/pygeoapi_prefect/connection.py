@@ -141,6 +141,8 @@ class PrefectConnection:
         self._client: SyncPrefectClient | None = None
         self._lock = threading.Lock()
         self.embedded = False
+        self.ui_url: str | None = None
+        """The embedded API's Prefect UI, once it serves one."""
 
     @property
     def api_url(self) -> str:
@@ -173,6 +175,10 @@ class PrefectConnection:
         except (RuntimeError, OSError) as err:
             raise PrefectUnavailableError(f"the embedded Prefect API did not start: {err}") from err
         self.embedded = True
+        if server.ui_enabled:
+            self.ui_url = server.address
+            # (at WARNING, so that pygeoapi's default log level shows it)
+            LOGGER.warning("The Prefect UI of this server's jobs: %s", server.address)
         return server.api_url
 
     @property

@@ -48,7 +48,6 @@ from prefect.filesystems import WritableFileSystem
 from prefect.states import Cancelled, Crashed
 
 from pygeoapi_prefect.connection import PrefectConnection
-from pygeoapi_prefect.jobs import JOB_TAG
 from pygeoapi_prefect.settings import ProcessSettings
 from pygeoapi_prefect.subscriber import notify_failed
 
@@ -109,9 +108,13 @@ class _Job:
 
 
 class _Launcher:
-    """The launcher process and the two pipes to it."""
+    """The launcher process and the two pipes to it.
 
-    def __init__(self, api_url: str) -> None:
+    The process starts (importing Prefect and pygeoapi) before `api_url` is asked for,
+    so that its start overlaps the embedded API's; `ready` is set once it can fork jobs.
+    """
+
+    def __init__(self, api_url: Callable[[], str]) -> None:
         command_read, command_write = os.pipe()
         event_read, event_write = os.pipe()
         self.process = subprocess.Popen(
@@ -129,7 +132,14 @@ class _Launcher:
         os.close(event_write)
         self.commands = Connection(command_write, readable=False)
         self.events = Connection(event_read, writable=False)
-        self.commands.send(("init", {"sys_path": list(sys.path), "api_url": api_url}))
+        self.ready = threading.Event()
+        try:
+            url = api_url()
+        except BaseException:
+            self.close()  # (the launcher exits when its command pipe closes)
+            self.events.close()
+            raise
+        self.commands.send(("init", {"sys_path": list(sys.path), "api_url": url}))
 
     def close(self) -> None:
         self.commands.close()
@@ -162,7 +172,7 @@ class EmbeddedRunner:
 
     def _ensure_launcher(self) -> _Launcher:
         if self._launcher is None or self._launcher.process.poll() is not None:
-            launcher = _Launcher(self._connection.api_url)
+            launcher = _Launcher(lambda: self._connection.api_url)
             self._launcher = launcher
             threading.Thread(
                 target=self._listen, args=(launcher,), name="pygeoapi-prefect-events", daemon=True
@@ -175,10 +185,18 @@ class EmbeddedRunner:
             ).start()
         return self._launcher
 
-    def warm_up(self) -> None:
-        """Start the launcher now, so that the first job does not wait for it."""
+    def warm_up(self, wait: float = 0) -> bool:
+        """Start the launcher now, so that the first job does not wait for it.
+
+        Args:
+            wait: Seconds to wait until it can fork jobs (0: return at once).
+
+        Returns:
+            True if it is ready within `wait`.
+        """
         with self._lock:
-            self._ensure_launcher()
+            launcher = self._ensure_launcher()
+        return launcher.ready.wait(wait) if wait else launcher.ready.is_set()
 
     def start(self, launch: JobLaunch) -> None:
         """Run a job's flow run in a process of its own, now or when a process ends.
@@ -282,6 +300,9 @@ class EmbeddedRunner:
                 kind, run_id, value = launcher.events.recv()
             except (EOFError, OSError):
                 break
+            if kind == "ready":
+                launcher.ready.set()
+                continue
             with self._lock:
                 job = self._jobs.get(run_id)
             if job is None:
@@ -310,17 +331,20 @@ class EmbeddedRunner:
         except Exception:
             LOGGER.warning("Could not label job %s with its process id", run_id, exc_info=True)
 
-    def recover(self, launch_for: Callable[[FlowRun], JobLaunch | None]) -> None:
+    def recover(
+        self, launch_for: Callable[[FlowRun], JobLaunch | None], jobs: FlowRunFilterTags
+    ) -> None:
         """Take over the embedded jobs that a stopped web server on this host left behind.
 
         Args:
             launch_for: How to run a job again (None when its process is not configured).
+            jobs: The tags of this server's jobs (another server's are never touched).
         """
         host = socket.gethostname()
         client = self._connection.client
         orphans = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=[JOB_TAG]),
+                tags=jobs,
                 deployment_id=FlowRunFilterDeploymentId(is_null_=True),
                 state=FlowRunFilterState(
                     type=FlowRunFilterStateType(

@@ -26,15 +26,18 @@ __all__ = [
     "MAX_OFFSET",
     "MAX_PROCESS_IDS",
     "PROCESS_TAG_PREFIX",
+    "SERVER_TAG_PREFIX",
     "JobQuery",
     "JobQueryError",
     "created_of",
     "duration_of",
+    "flow_run_link",
     "job_record",
     "last_errors",
     "parse_job_id",
     "process_id_of",
     "process_tag",
+    "server_tag",
     "to_job_status",
 ]
 
@@ -43,6 +46,9 @@ JOB_TAG = "pygeoapi"
 
 PROCESS_TAG_PREFIX = "pygeoapi-process:"
 """Prefix of the tag that names a job's process, e.g. `pygeoapi-process:hello-world`."""
+
+SERVER_TAG_PREFIX = "pygeoapi-server:"
+"""Prefix of the tag that names the server a job belongs to (`ManagerSettings.server_id`)."""
 
 LABEL_MIMETYPE = "pygeoapi.mimetype"
 """Flow-run label holding the media type of a finished job's result."""
@@ -125,6 +131,11 @@ def _check_instant(instant: dt.datetime) -> None:
 def process_tag(process_id: str) -> str:
     """Return the tag that marks a flow run as a job of `process_id`."""
     return f"{PROCESS_TAG_PREFIX}{process_id}"
+
+
+def server_tag(server_id: str) -> str:
+    """Return the tag that marks a flow run as a job of the server `server_id`."""
+    return f"{SERVER_TAG_PREFIX}{server_id}"
 
 
 def process_id_of(flow_run: FlowRun) -> str | None:
@@ -259,10 +270,21 @@ def _message(
     }.get(status, "")
 
 
+def flow_run_link(ui_url: str, flow_run_id: uuid.UUID | str) -> dict[str, str]:
+    """The link from a job to its flow-run page in the Prefect UI at `ui_url`."""
+    return {
+        "href": f"{ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}",
+        "rel": "related",
+        "type": "text/html",
+        "title": "the job's flow run in the Prefect UI",
+    }
+
+
 def job_record(
     flow_run: FlowRun,
     progress: tuple[int, str | None] | None = None,
     last_error: str | None = None,
+    ui_url: str | None = None,
 ) -> dict[str, Any]:
     """Build the job mapping pygeoapi expects from a flow run.
 
@@ -270,9 +292,11 @@ def job_record(
         flow_run: The flow run of the job.
         progress: The last progress the job reported (percent, message), if any.
         last_error: For a crashed job, the last error it logged (see `last_errors`).
+        ui_url: The Prefect UI, if any: the record then links to the flow run's page.
 
     Returns:
-        The job as pygeoapi's API layer reads it (keys of `BaseManager.get_job`).
+        The job as pygeoapi's API layer reads it (keys of `BaseManager.get_job`, and
+        `links`).
     """
     state = flow_run.state
     status = to_job_status(
@@ -306,6 +330,7 @@ def job_record(
         "parameters": request.get("inputs"),
         "response": str(request.get("response") or "raw"),
         "requested_outputs": request.get("outputs"),
+        "links": [flow_run_link(ui_url, flow_run.id)] if ui_url else [],
     }
 
 

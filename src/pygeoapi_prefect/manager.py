@@ -3,7 +3,8 @@
 A job's life, by module:
 
 1. `manager.PrefectManager.execute_process` validates the request and creates the job's
-   flow run (`SCHEDULED`, tagged with the process id): the job id is the flow run id;
+   flow run (`SCHEDULED`, tagged with the server and process ids): the job id is the
+   flow run id;
 2. `embedded.EmbeddedRunner` runs it in a child process with Prefect's flow engine
    (`flows.build_process_flow` wraps the processor), or a Prefect worker runs it when the
    process has a deployment;
@@ -11,6 +12,11 @@ A job's life, by module:
    `jobs.job_record`;
 4. `results.ResultStorage` keeps its output in Prefect result storage;
 5. `PrefectManager.delete_job` dismisses it (CANCELLED) or removes it with its results.
+
+A job's flow run carries the tags `pygeoapi`, `pygeoapi-server:<server_id>` and
+`pygeoapi-process:<id>`: the manager reads, lists and deletes only flow runs with all
+three (of a configured process). Built by a process that serves pygeoapi's Flask app,
+the manager gets its Prefect side ready (`PrefectManager.start`) before the app serves.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -28,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 from prefect.client.schemas import OrchestrationResult
 from prefect.client.schemas.actions import FlowRunCreate
 from prefect.client.schemas.filters import (
@@ -72,6 +80,7 @@ from pygeoapi.util import (
     RequestedResponse,
     Subscriber,
 )
+from werkzeug.serving import is_running_from_reloader
 
 from pygeoapi_prefect.callbacks import CallbackURLError
 from pygeoapi_prefect.coalesce import CoalescingReader
@@ -100,6 +109,7 @@ from pygeoapi_prefect.jobs import (
     parse_job_id,
     process_id_of,
     process_tag,
+    server_tag,
     to_job_status,
 )
 from pygeoapi_prefect.process.base import BasePrefectProcessor, flow_parameters
@@ -159,6 +169,32 @@ def _one_run_may_fail(err: BaseException) -> bool:
     return isinstance(err, PrefectHTTPStatusError) and err.response.status_code == 500
 
 
+_START_TIMEOUT_SECONDS = 240.0
+"""How long a serving process waits for its Prefect side before it serves anyway."""
+
+
+def _serving() -> bool:
+    """Whether this process builds the manager to serve pygeoapi's Flask app.
+
+    True where pygeoapi's Flask app is being imported to serve: in the process of Flask's
+    reloader that serves under `pygeoapi serve`, in `pygeoapi-prefect serve`, under a
+    WSGI server. False elsewhere, so that `pygeoapi openapi generate` and the reloader's
+    first process (which only watches files: `pygeoapi serve` runs Flask with
+    `debug=True`) contact nothing.
+    """
+    if "pygeoapi.flask_app" not in sys.modules:
+        return False
+    if is_running_from_reloader():
+        return True
+    context = click.get_current_context(silent=True)
+    command = context.command if context is not None else None
+    return not (
+        command is not None
+        and command.name == "serve"
+        and getattr(command.callback, "__module__", None) == "pygeoapi"
+    )
+
+
 def _within(value: float | None, low: float | None, high: float | None) -> bool:
     if value is None:
         return False
@@ -206,6 +242,68 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         )
         self._counter = ThreadPoolExecutor(4, thread_name_prefix="pygeoapi-prefect-count")
         _import_processors(self.processes)
+        self._started: threading.Event | None = None
+        self._lock_start = threading.Lock()
+        if _serving():
+            self.start(wait=_START_TIMEOUT_SECONDS)
+
+    def start(self, wait: float = 0) -> bool:
+        """Get the Prefect side ready now rather than at the first request.
+
+        In a thread of its own: reach the Prefect API (starting the embedded one, which
+        migrates a new database), save the result storage block, create each configured
+        process's flow, start the job launcher and the recovery of a previous server's
+        jobs. The manager calls this itself when built by a serving process (see
+        `_serving`), and waits for it, so that the server answers once its jobs can run.
+
+        Args:
+            wait: Seconds to wait for it (0: return at once).
+
+        Returns:
+            True once it is done (or failed: requests then report the cause), within
+            `wait`. Calling it again waits for the same start.
+        """
+        with self._lock_start:
+            if self._started is None:
+                self._started = threading.Event()
+                threading.Thread(
+                    target=self._start_up,
+                    args=(self._started,),
+                    name="pygeoapi-prefect-start",
+                    daemon=True,
+                ).start()
+            done = self._started
+        return done.wait(wait) if wait else done.is_set()
+
+    def _start_up(self, done: threading.Event) -> None:
+        started = time.monotonic()
+        launcher: threading.Thread | None = None
+        try:
+            embedded = [p for p in self.processes if not self.process_settings(p).deployment]
+            if embedded:
+                # The launcher's imports take as long as the embedded API's start: together.
+                launcher = threading.Thread(target=self._warm_launcher, daemon=True)
+                launcher.start()
+            with self._api():
+                self._result_storage(ProcessSettings())
+                for process_id in embedded:
+                    self._flow_id(job_flow_name(process_id, self.get_processor(process_id)))
+            if launcher is not None:
+                launcher.join(_START_TIMEOUT_SECONDS)
+            LOGGER.info("Prefect side ready after %.1f s", time.monotonic() - started)
+        except Exception:
+            LOGGER.warning(
+                "Could not get the Prefect API ready at start-up; requests will try again",
+                exc_info=True,
+            )
+        finally:
+            done.set()
+
+    def _warm_launcher(self) -> None:
+        try:
+            self.runner.warm_up(wait=_START_TIMEOUT_SECONDS)
+        except Exception:
+            LOGGER.warning("Could not start the job launcher at start-up", exc_info=True)
 
     # -- processes ----------------------------------------------------------------------
 
@@ -268,7 +366,9 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
     def _recover(self) -> None:
         """Take over this host's embedded jobs that a previous server process left behind."""
         try:
-            self.runner.recover(self._launch_again)
+            tags = self._job_tags()
+            if tags is not None:
+                self.runner.recover(self._launch_again, tags)
         except Exception:
             LOGGER.warning("Could not recover the jobs of a previous server", exc_info=True)
 
@@ -287,6 +387,28 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             direct=self._runs_direct(self.get_processor(process_id), settings, subscribed),
         )
 
+    def _job_tags(self, process_ids: tuple[str, ...] = ()) -> FlowRunFilterTags | None:
+        """The tags filter of this server's jobs (of `process_ids`, or of any process).
+
+        A job carries this server's tag and the tag of a configured process. None when no
+        job can match (no configured process among `process_ids`).
+        """
+        processes = [p for p in process_ids or self.processes if p in self.processes]
+        if not processes:
+            return None
+        return FlowRunFilterTags(
+            all_=[JOB_TAG, server_tag(self.settings.server_label)],
+            any_=[process_tag(p) for p in processes],
+        )
+
+    def _is_job(self, flow_run: FlowRun) -> bool:
+        """Whether a flow run is a job of this server (what `_job_tags` selects)."""
+        return (
+            JOB_TAG in flow_run.tags
+            and server_tag(self.settings.server_label) in flow_run.tags
+            and process_id_of(flow_run) in self.processes
+        )
+
     def _read_job_run(self, job_id: str) -> FlowRun:
         run_id = parse_job_id(job_id)
         if run_id is None:
@@ -298,18 +420,21 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             if not added:
                 raise JobNotFoundError(job_id) from err
             return added[0]
-        if JOB_TAG not in flow_run.tags:
+        if not self._is_job(flow_run):
             raise JobNotFoundError(job_id)
         return flow_run
 
     def _read_added_runs(self, identifiers: list[uuid.UUID]) -> list[FlowRun]:
         """The flow runs of jobs that `add_job` recorded under these identifiers."""
+        tags = self._job_tags()
+        if tags is None:
+            return []
         return self.connection.client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 idempotency_key=FlowRunFilterIdempotencyKey(
                     any_=[f"{_ADDED_JOB_KEY}{identifier}" for identifier in identifiers]
                 ),
-                tags=FlowRunFilterTags(all_=[JOB_TAG]),
+                tags=tags,
             ),
             limit=len(identifiers),
         )
@@ -322,12 +447,20 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         ]
         progress = read_progress(self.connection.client, running)
         errors = last_errors(self.connection.client, flow_runs)
-        records = [job_record(run, progress.get(run.id), errors.get(run.id)) for run in flow_runs]
+        ui_url = self.ui_url
+        records = [
+            job_record(run, progress.get(run.id), errors.get(run.id), ui_url) for run in flow_runs
+        ]
         for run, record in zip(flow_runs, records, strict=True):
             key = run.idempotency_key or ""
             if key.startswith(_ADDED_JOB_KEY):
                 record["identifier"] = key.removeprefix(_ADDED_JOB_KEY)
         return records
+
+    @property
+    def ui_url(self) -> str | None:
+        """The Prefect UI jobs link to: `ui_url`, or the embedded API's own UI."""
+        return self.settings.ui_url or self.connection.ui_url
 
     def find_jobs(self, query: JobQuery) -> tuple[list[dict[str, Any]], int]:
         """Find jobs by the OGC job-list filters, newest first.
@@ -343,9 +476,9 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             (the page of job records, how many jobs match in all).
         """
         now = datetime.now(UTC)
-        tags = FlowRunFilterTags(
-            all_=[JOB_TAG], any_=[process_tag(p) for p in query.process_ids] or None
-        )
+        tags = self._job_tags(query.process_ids)
+        if tags is None:
+            return [], 0
         flow_run_filter = FlowRunFilter(tags=tags)
         if query.statuses:
             types = [t for status in query.statuses for t in _STATUS_STATE_TYPES[status]]
@@ -468,10 +601,11 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
 
     def _read_job_records(self, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
         """Read several jobs in one query (the batches of `_job_reader`)."""
+        tags = self._job_tags()
+        if tags is None:
+            return {}
         flow_runs = self.connection.client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=run_ids), tags=FlowRunFilterTags(all_=[JOB_TAG])
-            ),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids), tags=tags),
             limit=len(run_ids),
         )
         missing = set(run_ids) - {run.id for run in flow_runs}
@@ -515,7 +649,13 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         return flow_id
 
     def _tags(self, process_id: str, settings: ProcessSettings) -> list[str]:
-        return [JOB_TAG, process_tag(process_id), *self.settings.tags, *settings.tags]
+        return [
+            JOB_TAG,
+            server_tag(self.settings.server_label),
+            process_tag(process_id),
+            *self.settings.tags,
+            *settings.tags,
+        ]
 
     def _create_flow_run(
         self,

@@ -264,6 +264,17 @@ class ManagerSettings(BaseModel):
         description="Base URL of the Prefect UI, used to link a job to its flow-run page.",
         examples=["http://127.0.0.1:4200"],
     )
+    server_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="This server's name among the pygeoapi servers that share a Prefect API. "
+        "Every job it creates carries the tag `pygeoapi-server:<server_id>`, and it lists, "
+        "reads, dismisses and removes only flow runs that carry that tag and the tag of one of "
+        "its configured processes. Replicas of one deployment share it. When unset: a hash of "
+        "the result storage (`result_storage`, or else `output_dir`), so servers that store "
+        "results in the same place are one, and other servers keep apart.",
+        examples=["maps-production"],
+    )
 
     @field_validator("output_dir", mode="before")
     @classmethod
@@ -289,6 +300,13 @@ class ManagerSettings(BaseModel):
             return self.result_storage
         digest = hashlib.sha256(str(self.output_dir.expanduser().resolve()).encode()).hexdigest()
         return f"local-file-system/pygeoapi-prefect-results-{digest[:12]}"
+
+    @property
+    def server_label(self) -> str:
+        """This server's id: `server_id`, or a hash of the result storage."""
+        if self.server_id:
+            return self.server_id
+        return hashlib.sha256(self.result_storage_slug.encode()).hexdigest()[:12]
 
     @classmethod
     def from_manager_def(cls, manager_def: dict[str, Any]) -> ManagerSettings:
