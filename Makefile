@@ -1,5 +1,5 @@
 # The commands of this project. The README's two commands, CI and developers use these.
-.PHONY: serve test lint typecheck unit docs versions bench openapi setup browser
+.PHONY: serve test lint typecheck unit docs versions lock bench openapi setup browser
 
 export PYGEOAPI_CONFIG ?= example-config.yml
 export PYGEOAPI_OPENAPI ?= example-openapi.yml
@@ -42,6 +42,13 @@ docs:
 ## The execution-path tests at the dependencies' floors and at their newest releases.
 versions:
 	scripts/versions.sh floor newest
+
+## Re-lock after editing pyproject.toml: the project's uv.lock and the version matrix's.
+lock: setup
+	UV_PYTHON_DOWNLOADS=never .tools/bin/uv lock --python .venv/bin/python
+	for name in floor newest; do \
+		UV_PYTHON_DOWNLOADS=never .tools/bin/uv lock --project ci/versions/$$name --python .venv/bin/python; \
+	done
 
 ## Regenerate example-openapi.yml from example-config.yml.
 openapi: setup
