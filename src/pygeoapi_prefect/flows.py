@@ -22,7 +22,7 @@ from pygeoapi.process.base import BaseProcessor
 
 from pygeoapi_prefect.jobs import LABEL_MIMETYPE
 from pygeoapi_prefect.process.base import BasePrefectProcessor
-from pygeoapi_prefect.results import JobOutput
+from pygeoapi_prefect.results import RESULT_SERIALIZER, JobOutput, stored_output
 from pygeoapi_prefect.settings import ProcessSettings
 from pygeoapi_prefect.subscriber import attach_hooks
 
@@ -102,13 +102,13 @@ def execute_processor(
 
 def _execute(
     processor: BaseProcessor, inputs: dict[str, Any], outputs: Any, response: str
-) -> JobOutput:
-    """Run a stock processor inside its job's flow run."""
+) -> dict[str, Any]:
+    """Run a stock processor inside its job's flow run; return its output as stored (JSON)."""
     context = FlowRunContext.get()
     job_id = str(context.flow_run.id) if context is not None and context.flow_run else None
     output = execute_processor(processor, job_id, inputs, outputs, response)
     _record_mimetype(output["mimetype"])
-    return output
+    return stored_output(output)
 
 
 def _text(value: Any) -> str | None:
@@ -122,7 +122,7 @@ def build_process_flow(
     processor: BaseProcessor,
     settings: ProcessSettings,
     result_storage: WritableFileSystem | None,
-) -> Flow[..., JobOutput]:
+) -> Flow[..., dict[str, Any]]:
     """Wrap a pygeoapi processor in a Prefect flow named after the process.
 
     Args:
@@ -133,14 +133,15 @@ def build_process_flow(
             default result storage when None).
 
     Returns:
-        A flow whose runs execute the processor and persist its output.
+        A flow whose runs execute the processor and persist its output as JSON
+        (`results.stored_output`).
     """
 
     def run_process(
         inputs: dict[str, Any],
         outputs: dict[str, Any] | None = None,
         response: str = "raw",
-    ) -> JobOutput:
+    ) -> dict[str, Any]:
         return _execute(processor, inputs, outputs, response)
 
     run_process.__qualname__ = run_process.__name__ = f"run_{process_id}".replace("-", "_")
@@ -155,20 +156,27 @@ def build_process_flow(
         timeout_seconds=settings.timeout,
         persist_result=True,
         result_storage=result_storage,
+        result_serializer=RESULT_SERIALIZER,
         validate_parameters=False,
         log_prints=True,
     )
     return attach_hooks(flow)
 
 
-@flow(name=DEPLOYABLE_FLOW_NAME, persist_result=True, validate_parameters=False, log_prints=True)
+@flow(
+    name=DEPLOYABLE_FLOW_NAME,
+    persist_result=True,
+    result_serializer=RESULT_SERIALIZER,
+    validate_parameters=False,
+    log_prints=True,
+)
 def run_pygeoapi_process(
     process_id: str,
     processor: dict[str, Any],
     inputs: dict[str, Any],
     outputs: dict[str, Any] | None = None,
     response: str = "raw",
-) -> JobOutput:
+) -> dict[str, Any]:
     """Run any pygeoapi processor, loaded from its definition (the deployable flow).
 
     `pygeoapi-prefect deploy-process` deploys this flow for stock processors, with the
@@ -182,7 +190,7 @@ def run_pygeoapi_process(
         response: `raw` or `document`.
 
     Returns:
-        The job's output.
+        The job's output, as stored (`results.stored_output`).
     """
     LOGGER.info("Running process %s", process_id)
     return _execute(load_plugin("process", processor), inputs, outputs, response)
@@ -217,7 +225,11 @@ def job_flow(
     """
     if not isinstance(processor, BasePrefectProcessor):
         return build_process_flow(process_id, processor, settings, result_storage)
-    options: dict[str, Any] = {"persist_result": True, "result_storage": result_storage}
+    options: dict[str, Any] = {
+        "persist_result": True,
+        "result_storage": result_storage,
+        "result_serializer": RESULT_SERIALIZER,
+    }
     if settings.retries:
         options.update(retries=settings.retries, retry_delay_seconds=settings.retry_delay)
     if settings.timeout:

@@ -7,7 +7,7 @@ server:
   manager:
     name: pygeoapi_prefect.manager.PrefectManager
     connection: null            # Prefect API URL; null: PREFECT_API_URL or the embedded default
-    output_dir: /tmp/pygeoapi-prefect/results
+    output_dir: ~/.prefect/pygeoapi-results
     prefect:                    # optional, see ManagerSettings
       result_storage: local-file-system/pygeoapi-results
       sync_timeout: 300
