@@ -75,7 +75,6 @@ def _result_file(prefect: SyncPrefectClient, manager: PrefectManager, job_id: st
     assert state is not None
     assert isinstance(state.data, ResultRecordMetadata)
     assert state.data.storage_key is not None
-    assert state.data.serializer.type == "json", "stored as JSON, not pickle"
     return Path(manager.settings.output_dir).resolve() / state.data.storage_key
 
 
@@ -100,9 +99,13 @@ def _forged_job(
     metadata = ResultRecordMetadata(
         storage_key=key, serializer=serializer, storage_block_id=block_id
     )
-    run = prefect.create_flow_run(
-        forged, tags=[JOB_TAG, process_tag("echo")], state=Completed(data=metadata)
-    )
+    record: ResultRecord[None] = ResultRecord(metadata=metadata, result=None)
+    record.mark_persisted()  # so that the client sends its metadata as the state's data
+    run = prefect.create_flow_run(forged, tags=[JOB_TAG, process_tag("echo")])
+    prefect.set_flow_run_state(run.id, Completed(data=record), force=True)
+    forged_state = prefect.read_flow_run(run.id).state
+    assert forged_state is not None
+    assert forged_state.data == metadata, "the forged state names the block and serializer"
     return str(run.id)
 
 
@@ -144,6 +147,10 @@ def test_an_overwritten_result_file_is_never_unpickled(
     path = _result_file(prefect, manager, job_id)
     path.write_bytes(_pickled_record(marker, path.name, None))
     _assert_no_result(client.get(f"/jobs/{job_id}/results?f=json"))
+    state = prefect.read_flow_run(uuid.UUID(job_id)).state
+    assert state is not None
+    assert isinstance(state.data, ResultRecordMetadata)
+    assert state.data.serializer.type == "json", "stored as JSON, not pickle"
 
 
 # -- repro (b): a run forged through the Prefect API ---------------------------------------
@@ -236,7 +243,7 @@ def test_binary_output_is_stored_as_base64_json_in_a_private_file(
     assert results.headers["Content-Type"] == "application/octet-stream"
     assert results.data == (PAYLOAD * 2)[:300]
     path = _result_file(prefect, manager, job_id)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600, "the result file is private"
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     record = json.loads(path.read_bytes())
     assert record["metadata"]["serializer"]["type"] == "json"
