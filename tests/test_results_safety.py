@@ -145,6 +145,9 @@ def test_an_overwritten_result_file_is_never_unpickled(
     assert wait_until_final(client, job_id)["status"] == "successful"
     assert client.get(f"/jobs/{job_id}/results?f=json").status_code == 200
     path = _result_file(prefect, manager, job_id)
+    wait_for(  # the flow engine's completion hook makes it private just after COMPLETED
+        lambda: {"mode": stat.S_IMODE(path.stat().st_mode)}, lambda file: file["mode"] == 0o600
+    )
     path.write_bytes(_pickled_record(marker, path.name, None))
     _assert_no_result(client.get(f"/jobs/{job_id}/results?f=json"))
     state = prefect.read_flow_run(uuid.UUID(job_id)).state
@@ -316,3 +319,13 @@ def test_an_output_dir_of_another_user_is_refused(tmp_path: Path) -> None:
         directory = Path("/usr")  # root's
     with pytest.raises(ValueError, match=r"server\.manager\.output_dir.*owned by uid"):
         private_directory(directory)
+
+
+def test_an_output_dir_inside_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(ValueError, match=r"server\.manager\.output_dir.*inside.*no sticky"):
+        _manager(shared / "results")
+    shared.chmod(0o1777)  # like /tmp: others cannot rename what is not theirs
+    _manager(shared / "results")

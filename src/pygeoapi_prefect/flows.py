@@ -15,14 +15,16 @@ import logging
 from typing import Any
 
 from prefect import Flow, flow
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext
 from prefect.filesystems import WritableFileSystem
+from prefect.results import ResultRecord  # type: ignore[attr-defined]
 from pygeoapi.plugin import load_plugin
 from pygeoapi.process.base import BaseProcessor
 
 from pygeoapi_prefect.jobs import LABEL_MIMETYPE
 from pygeoapi_prefect.process.base import BasePrefectProcessor
-from pygeoapi_prefect.results import RESULT_SERIALIZER, JobOutput, stored_output
+from pygeoapi_prefect.results import RESULT_SERIALIZER, JobOutput, make_private, stored_output
 from pygeoapi_prefect.settings import ProcessSettings
 from pygeoapi_prefect.subscriber import attach_hooks
 
@@ -111,6 +113,14 @@ def _execute(
     return stored_output(output)
 
 
+def _private_result(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    """Make the result file a job's flow just stored readable by this user only (0600)."""
+    record = state.data
+    storage = flow.result_storage
+    if isinstance(record, ResultRecord) and isinstance(storage, WritableFileSystem):
+        make_private(storage, record.metadata.storage_key or "")
+
+
 def _text(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("en", next(iter(value.values()), None))
@@ -159,6 +169,7 @@ def build_process_flow(
         result_serializer=RESULT_SERIALIZER,
         validate_parameters=False,
         log_prints=True,
+        on_completion=[_private_result],
     )
     return attach_hooks(flow)
 
@@ -225,13 +236,15 @@ def job_flow(
     """
     if not isinstance(processor, BasePrefectProcessor):
         return build_process_flow(process_id, processor, settings, result_storage)
+    process_flow = type(processor).process_flow
     options: dict[str, Any] = {
         "persist_result": True,
         "result_storage": result_storage,
         "result_serializer": RESULT_SERIALIZER,
+        "on_completion": [*process_flow.on_completion_hooks, _private_result],
     }
     if settings.retries:
         options.update(retries=settings.retries, retry_delay_seconds=settings.retry_delay)
     if settings.timeout:
         options["timeout_seconds"] = settings.timeout
-    return type(processor).process_flow.with_options(**options)
+    return process_flow.with_options(**options)

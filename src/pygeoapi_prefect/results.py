@@ -123,7 +123,8 @@ def private_directory(directory: Path, setting: str = "server.manager.output_dir
 
     Raises:
         ValueError: When it is not a directory, is owned by another user, or is writable
-            by its group or by others.
+            by its group or by others; or when a directory above it is owned by another
+            user (but root), or writable by others without the sticky bit (as `/tmp` has).
     """
     directory = directory.expanduser()
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -142,6 +143,19 @@ def private_directory(directory: Path, setting: str = "server.manager.output_dir
             f"(mode {stat.S_IMODE(info.st_mode):o}); use a directory only this user can write "
             "(chmod 700)"
         )
+    for parent in resolved.parents:  # whoever may rename a parent may swap the directory
+        info = parent.stat()
+        if info.st_uid not in (0, os.geteuid()):
+            raise ValueError(
+                f"{setting}: {resolved} is inside {parent}, which uid {info.st_uid} owns; "
+                "use a directory of this user's own"
+            )
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+            raise ValueError(
+                f"{setting}: {resolved} is inside {parent}, which others may write "
+                f"(mode {stat.S_IMODE(info.st_mode):o}, no sticky bit); use a directory of "
+                "this user's own"
+            )
     return resolved
 
 

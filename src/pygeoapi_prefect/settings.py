@@ -99,7 +99,9 @@ class ManagerSettings(BaseModel):
     )
     output_dir: Path = Field(
         default_factory=lambda: Path.home() / ".prefect" / "pygeoapi-results",
-        description="Directory of the default local result storage (`server.manager.output_dir`).",
+        description="Directory of the default local result storage (`server.manager.output_dir`), "
+        "this user's own: created 0700 at start; one that another user owns or others may write "
+        "is refused.",
     )
     result_storage: str | None = Field(
         default=None,
