@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import stat
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,15 @@ from prefect.states import Completed
 from pygeoapi_prefect import PrefectManager
 from pygeoapi_prefect.jobs import JOB_TAG, process_tag
 from pygeoapi_prefect.results import private_directory
-from tests.conftest import submit, wait_for, wait_until_final
+from tests.conftest import (
+    ROOT,
+    Server,
+    free_port,
+    submit,
+    wait_for,
+    wait_until_final,
+    write_config,
+)
 from tests.processes import PAYLOAD
 
 
@@ -181,6 +190,32 @@ def test_a_forged_pickle_result_is_never_unpickled(
     (directory / key).write_bytes(_pickled_record(marker, key, block_id))
     job_id = _forged_job(prefect, block_id, key, PickleSerializer())
     _assert_no_result(client.get(f"/jobs/{job_id}/results?f=json"))
+
+
+class _FullServer(Server):
+    """`pygeoapi-prefect serve`: full conformance mode, its own result route."""
+
+    def command(self) -> list[str]:
+        cli = str(Path(sys.executable).parent / "pygeoapi-prefect")
+        return [cli, "serve", "--pygeoapi-config", str(self.config)]
+
+
+def test_full_mode_refuses_a_forged_pickle_result(
+    prefect: SyncPrefectClient, prefect_api: str, marker: Path, tmp_path: Path
+) -> None:
+    directory = tmp_path / "elsewhere"
+    block_id = _foreign_block(directory)
+    (directory / "forged").write_bytes(_pickled_record(marker, "forged", block_id))
+    job_id = _forged_job(prefect, block_id, "forged", PickleSerializer())
+    config = write_config(tmp_path, port=free_port())
+    server = _FullServer(config, {"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)})
+    server.start()
+    try:
+        response = httpx.get(f"{server.url}/jobs/{job_id}/results", timeout=30)
+    finally:
+        server.stop()
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    assert response.headers["Content-Type"].startswith("application/json")
 
 
 def test_a_json_result_in_a_block_the_server_did_not_configure_is_refused(

@@ -6,7 +6,9 @@
 - A `BasePrefectProcessor` brings its own flow (`job_flow` applies the process's options).
 
 A stock processor's flow parameters are the execute request (`inputs`, `outputs`,
-`response`), so a flow run holds everything needed to run the job again.
+`response`), so a flow run holds everything needed to run the job again. Every job's flow
+persists its output with Prefect's JSON result serializer (`results.stored_output`), and a
+completion hook makes the result file private.
 """
 
 from __future__ import annotations
