@@ -243,7 +243,7 @@ class ResultStorage:
 
     def _local_block(self) -> LocalFileSystem:
         """The block of `output_dir`, saved (a write to the API) only when it changed."""
-        basepath = self._basepath or str(private_directory(Path(self._settings.output_dir)))
+        basepath = cast(str, self._basepath)  # checked at construction: no result_storage
         block_name = self._settings.result_storage_slug.split("/", 1)[1]
         try:
             saved = cast(LocalFileSystem, LocalFileSystem.load(block_name, _sync=True))  # type: ignore[call-arg]
