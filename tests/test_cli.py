@@ -106,6 +106,7 @@ def test_deploy_a_stock_process_with_a_schedule(config: Path, work_pool: str) ->
     env = deployment.job_variables["env"]
     assert env["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] == RESULT_BLOCK
     assert env["PREFECT_RESULTS_PERSIST_BY_DEFAULT"] == "true"
+    assert env["PREFECT_RESULTS_DEFAULT_SERIALIZER"] == "json"
     assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
     [schedule] = deployment.schedules
     assert isinstance(schedule.schedule, CronSchedule)
@@ -203,6 +204,7 @@ def test_job_variables_are_merged_with_the_results_env(config: Path, work_pool: 
         "A": "1",
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
         "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": RESULT_BLOCK,
+        "PREFECT_RESULTS_DEFAULT_SERIALIZER": "json",
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
     }
 

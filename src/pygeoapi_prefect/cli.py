@@ -40,7 +40,7 @@ from pygeoapi_prefect.errors import PrefectAPIURLError, processor_import_message
 from pygeoapi_prefect.flows import job_parameters, run_pygeoapi_process
 from pygeoapi_prefect.jobs import JOB_TAG, process_tag, server_tag
 from pygeoapi_prefect.process.base import BasePrefectProcessor, flow_parameters
-from pygeoapi_prefect.results import ResultStorage
+from pygeoapi_prefect.results import RESULT_SERIALIZER, ResultStorage
 from pygeoapi_prefect.schemas import ExecuteRequest
 from pygeoapi_prefect.settings import (
     ConfigError,
@@ -228,11 +228,12 @@ def _manager_settings(config: dict[str, Any]) -> ManagerSettings:
 
 
 def _result_storage_env(config: dict[str, Any], settings: ProcessSettings) -> dict[str, str]:
-    """Make the deployed flow persist results where the manager reads them."""
+    """Make the deployed flow persist results where, and as, the manager reads them (JSON)."""
     slug = settings.result_storage or _manager_settings(config).result_storage_slug
     return {
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
         "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": slug,
+        "PREFECT_RESULTS_DEFAULT_SERIALIZER": RESULT_SERIALIZER,
     }
 
 
@@ -450,7 +451,10 @@ def deploy_process(
         manager = _manager_settings(config)
         if not settings.result_storage and not manager.result_storage:
             # The manager's default local block, saved now so that the deployment can name it.
-            ResultStorage(manager).block_for(url)
+            try:
+                ResultStorage(manager).block_for(url)
+            except ValueError as err:  # output_dir is not a private directory of this user
+                raise click.ClickException(str(err)) from err
         flow_id = client.create_flow_from_name(flow.name)
         schedules = []
         if schedule is not None:

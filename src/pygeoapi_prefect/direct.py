@@ -3,7 +3,7 @@
 Prefect's flow engine costs 150-300 ms of CPU a job, more than a typical pygeoapi process
 does, and a stock processor with no retries, timeout or subscriber uses nothing it adds.
 Such a job is run directly, and is still a flow run of the process's flow from start to end:
-RUNNING, its output persisted as a Prefect result record in the job's result storage, then
+RUNNING, its output persisted as a Prefect result record (JSON) in the job's result storage, then
 COMPLETED or FAILED. It is listed, read and removed like any other job.
 
 - Synchronous: in the request's own thread, as pygeoapi runs synchronous jobs; the flow run
@@ -30,13 +30,14 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.filesystems import WritableFileSystem
 from prefect.results import ResultStore
+from prefect.serializers import JSONSerializer
 from prefect.states import Cancelled, Completed, Failed, Running
 from pygeoapi.process.base import BaseProcessor
 
 from pygeoapi_prefect.flows import execute_processor
 from pygeoapi_prefect.jobs import LABEL_MIMETYPE
 from pygeoapi_prefect.progress import progress_of
-from pygeoapi_prefect.results import JobOutput
+from pygeoapi_prefect.results import JobOutput, make_private, stored_output
 
 __all__ = ["DirectOutcome", "run_direct", "start_direct"]
 
@@ -95,9 +96,10 @@ def run_direct(
         log.ship(client)
     if _dismissed(client, run_id):
         return DirectOutcome(None, "Job dismissed")
-    store = ResultStore(result_storage=result_storage)
-    record = store.create_result_record(output)
+    store = ResultStore(result_storage=result_storage, serializer=JSONSerializer())
+    record = store.create_result_record(stored_output(output))
     store.persist_result_record(record)
+    make_private(result_storage, record.metadata.storage_key or "")
     if output["mimetype"] != "application/json":
         client.update_flow_run_labels(run_id, {LABEL_MIMETYPE: output["mimetype"]})
     client.set_flow_run_state(run_id, Completed(data=record), force=True)

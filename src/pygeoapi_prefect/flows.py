@@ -6,7 +6,9 @@
 - A `BasePrefectProcessor` brings its own flow (`job_flow` applies the process's options).
 
 A stock processor's flow parameters are the execute request (`inputs`, `outputs`,
-`response`), so a flow run holds everything needed to run the job again.
+`response`), so a flow run holds everything needed to run the job again. Every job's flow
+persists its output with Prefect's JSON result serializer (`results.stored_output`), and a
+completion hook makes the result file private.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import logging
 from typing import Any
 
 from prefect import Flow, flow
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext
 from prefect.filesystems import WritableFileSystem
+from prefect.results import ResultRecord  # type: ignore[attr-defined]
 from pygeoapi.plugin import load_plugin
 from pygeoapi.process.base import BaseProcessor
 
 from pygeoapi_prefect.jobs import LABEL_MIMETYPE
 from pygeoapi_prefect.process.base import BasePrefectProcessor
-from pygeoapi_prefect.results import JobOutput
+from pygeoapi_prefect.results import RESULT_SERIALIZER, JobOutput, make_private, stored_output
 from pygeoapi_prefect.settings import ProcessSettings
 from pygeoapi_prefect.subscriber import attach_hooks
 
@@ -102,13 +106,21 @@ def execute_processor(
 
 def _execute(
     processor: BaseProcessor, inputs: dict[str, Any], outputs: Any, response: str
-) -> JobOutput:
-    """Run a stock processor inside its job's flow run."""
+) -> dict[str, Any]:
+    """Run a stock processor inside its job's flow run; return its output as stored (JSON)."""
     context = FlowRunContext.get()
     job_id = str(context.flow_run.id) if context is not None and context.flow_run else None
     output = execute_processor(processor, job_id, inputs, outputs, response)
     _record_mimetype(output["mimetype"])
-    return output
+    return stored_output(output)
+
+
+def _private_result(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    """Make the result file a job's flow just stored readable by this user only (0600)."""
+    record = state.data
+    storage = flow.result_storage
+    if isinstance(record, ResultRecord) and isinstance(storage, WritableFileSystem):
+        make_private(storage, record.metadata.storage_key or "")
 
 
 def _text(value: Any) -> str | None:
@@ -122,7 +134,7 @@ def build_process_flow(
     processor: BaseProcessor,
     settings: ProcessSettings,
     result_storage: WritableFileSystem | None,
-) -> Flow[..., JobOutput]:
+) -> Flow[..., dict[str, Any]]:
     """Wrap a pygeoapi processor in a Prefect flow named after the process.
 
     Args:
@@ -133,14 +145,15 @@ def build_process_flow(
             default result storage when None).
 
     Returns:
-        A flow whose runs execute the processor and persist its output.
+        A flow whose runs execute the processor and persist its output as JSON
+        (`results.stored_output`).
     """
 
     def run_process(
         inputs: dict[str, Any],
         outputs: dict[str, Any] | None = None,
         response: str = "raw",
-    ) -> JobOutput:
+    ) -> dict[str, Any]:
         return _execute(processor, inputs, outputs, response)
 
     run_process.__qualname__ = run_process.__name__ = f"run_{process_id}".replace("-", "_")
@@ -155,20 +168,28 @@ def build_process_flow(
         timeout_seconds=settings.timeout,
         persist_result=True,
         result_storage=result_storage,
+        result_serializer=RESULT_SERIALIZER,
         validate_parameters=False,
         log_prints=True,
+        on_completion=[_private_result],
     )
     return attach_hooks(flow)
 
 
-@flow(name=DEPLOYABLE_FLOW_NAME, persist_result=True, validate_parameters=False, log_prints=True)
+@flow(
+    name=DEPLOYABLE_FLOW_NAME,
+    persist_result=True,
+    result_serializer=RESULT_SERIALIZER,
+    validate_parameters=False,
+    log_prints=True,
+)
 def run_pygeoapi_process(
     process_id: str,
     processor: dict[str, Any],
     inputs: dict[str, Any],
     outputs: dict[str, Any] | None = None,
     response: str = "raw",
-) -> JobOutput:
+) -> dict[str, Any]:
     """Run any pygeoapi processor, loaded from its definition (the deployable flow).
 
     `pygeoapi-prefect deploy-process` deploys this flow for stock processors, with the
@@ -182,7 +203,7 @@ def run_pygeoapi_process(
         response: `raw` or `document`.
 
     Returns:
-        The job's output.
+        The job's output, as stored (`results.stored_output`).
     """
     LOGGER.info("Running process %s", process_id)
     return _execute(load_plugin("process", processor), inputs, outputs, response)
@@ -217,9 +238,15 @@ def job_flow(
     """
     if not isinstance(processor, BasePrefectProcessor):
         return build_process_flow(process_id, processor, settings, result_storage)
-    options: dict[str, Any] = {"persist_result": True, "result_storage": result_storage}
+    process_flow = type(processor).process_flow
+    options: dict[str, Any] = {
+        "persist_result": True,
+        "result_storage": result_storage,
+        "result_serializer": RESULT_SERIALIZER,
+        "on_completion": [*process_flow.on_completion_hooks, _private_result],
+    }
     if settings.retries:
         options.update(retries=settings.retries, retry_delay_seconds=settings.retry_delay)
     if settings.timeout:
         options["timeout_seconds"] = settings.timeout
-    return type(processor).process_flow.with_options(**options)
+    return process_flow.with_options(**options)

@@ -69,7 +69,6 @@ from pygeoapi.plugin import PLUGINS
 from pygeoapi.process.base import (
     BaseProcessor,
     JobNotFoundError,
-    JobResultNotFoundError,
     ProcessorExecuteError,
 )
 from pygeoapi.process.manager.base import BaseManager
@@ -228,7 +227,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             for process_id, resource in self.processes.items()
         }
         self.connection = PrefectConnection(self.settings.api_url, self.settings.database)
-        self.results = ResultStorage(self.settings)
+        self.results = ResultStorage(self.settings, self._process_result_storage)
         self.runner = EmbeddedRunner(
             self.connection,
             cancel_grace=self.settings.cancel_grace,
@@ -350,6 +349,11 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             validated when the manager was constructed.
         """
         return self._process_settings[process_id]
+
+    def _process_result_storage(self) -> list[str]:
+        """The `result_storage` slugs the configured processes name."""
+        slugs = (self.process_settings(process_id).result_storage for process_id in self.processes)
+        return [slug for slug in slugs if slug]
 
     # -- reading jobs -------------------------------------------------------------------
 
@@ -625,7 +629,8 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
 
         Raises:
             JobNotFoundError: If there is no such job.
-            JobResultNotFoundError: If the job has no readable result.
+            ResultNotAvailableError: If the job did not succeed, or has no readable result
+                (gone, not stored as JSON, or in storage this server did not configure).
         """
         with self._api():
             flow_run = self._read_job_run(job_id)
@@ -635,8 +640,12 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             try:
                 output = self.results.read(self.connection.client, flow_run.state)
             except ResultUnavailableError as err:
-                LOGGER.error("Result of job %s: %s", job_id, err)
-                raise JobResultNotFoundError(str(err)) from err
+                # A 404, not pygeoapi's 500: a stored result that is gone, or one this
+                # server refuses to read, is the job's own fault, not the server's.
+                LOGGER.warning("Result of job %s: %s", job_id, err)
+                raise ResultNotAvailableError(
+                    f"Job {job_id} has no readable result (see the server log)"
+                ) from err
         return output["mimetype"], output["value"]
 
     # -- writing jobs -------------------------------------------------------------------

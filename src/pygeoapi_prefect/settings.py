@@ -9,7 +9,7 @@ server:
     connection: null            # null: PREFECT_API_URL, else the embedded default;
                                 # or a Prefect API URL (http:// or https://);
                                 # or a file path: the embedded default's SQLite database
-    output_dir: /tmp/pygeoapi-prefect/results
+    output_dir: ~/.prefect/pygeoapi-results
     prefect:                    # optional, see ManagerSettings
       result_storage: local-file-system/pygeoapi-results
       sync_timeout: 300
@@ -200,7 +200,9 @@ class ManagerSettings(BaseModel):
     )
     output_dir: Path = Field(
         default_factory=lambda: Path.home() / ".prefect" / "pygeoapi-results",
-        description="Directory of the default local result storage (`server.manager.output_dir`).",
+        description="Directory of the default local result storage (`server.manager.output_dir`), "
+        "this user's own: created 0700 at start; one that another user owns or others may write "
+        "is refused.",
     )
     result_storage: str | None = Field(
         default=None,

@@ -22,9 +22,11 @@ class DoubleProcessor(BasePrefectProcessor):
 
 The flow receives the job id, the validated execute request and the process
 description, and returns the outputs (a JSON-serialisable mapping by output id, or a
-`JobOutput` with a media type). Inside it, tasks, retries, caching, `get_run_logger()`
-and `report_progress()` work as in any Prefect flow. Without a deployment the manager runs
-it like any process; with `processor.prefect.deployment` set, a Prefect worker does.
+`JobOutput` with a media type; binary as `results.stored_output` makes it). The manager
+persists it with Prefect's JSON result serializer. Inside it, tasks, retries, caching,
+`get_run_logger()` and `report_progress()` work as in any Prefect flow. Without a
+deployment the manager runs it like any process; with `processor.prefect.deployment` set,
+a Prefect worker does.
 """
 
 from __future__ import annotations
