@@ -12,17 +12,29 @@ waiting. Queueing the writing requests in front of the app instead keeps each wr
 transaction short; reads (GET, and Prefect's POST `/filter`, `/count` and `/paginate`
 queries) are not held up. Prefect's own `RequestLimitMiddleware` limits all requests on
 SQLite to 100 at once for the same reason and notes that limiting writes would be better.
+
+The API listens on loopback at a port recorded under `PREFECT_HOME` and reused at every
+start while it is free, so that job processes left running by a web server that died
+reach its successor at the address they know. It requires Prefect's API auth string
+(`PREFECT_SERVER_API_AUTH_STRING`): a random one, recorded with the port in a file only
+this user can read, and handed to the web server's own clients and job processes, so that
+other local users cannot use the API.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import prefect
@@ -30,9 +42,14 @@ from prefect.server.api.server import SubprocessASGIServer
 from prefect.server.api.server import create_app as create_prefect_app
 from prefect.settings import get_current_settings
 
-__all__ = ["EmbeddedAPIServer", "create_app"]
+from pygeoapi_prefect.connection import writes
 
-_READ_SUFFIXES = ("/filter", "/count", "/paginate", "/history")
+__all__ = ["EmbeddedAPIServer", "create_app", "start_embedded_api"]
+
+LOGGER = logging.getLogger(__name__)
+
+_RECORD_NAME = "pygeoapi-embedded-api.json"
+_PORT_WAIT_SECONDS = 10.0
 _PARENT_VARIABLE = "PYGEOAPI_PREFECT_PARENT_PID"
 _PARENT_POLL_SECONDS = 1.0
 
@@ -45,17 +62,11 @@ class _OneWriterAtATime:
         self._lock = asyncio.Lock()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not _writes(scope["method"], scope["path"]):
+        if scope["type"] != "http" or not writes(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         async with self._lock:
             await self.app(scope, receive, send)
-
-
-def _writes(method: str, path: str) -> bool:
-    if method in {"GET", "HEAD", "OPTIONS"}:
-        return False
-    return not (method == "POST" and path.rstrip("/").endswith(_READ_SUFFIXES))
 
 
 def create_app() -> Any:
@@ -83,7 +94,20 @@ def _stop_without(parent: int) -> None:
 
 
 class EmbeddedAPIServer(SubprocessASGIServer):
-    """Prefect's `SubprocessASGIServer`, serving `create_app` instead of the bare app."""
+    """Prefect's `SubprocessASGIServer`, serving `create_app` with an API auth string."""
+
+    auth_string: str = ""
+    """The `PREFECT_SERVER_API_AUTH_STRING` the server requires."""
+
+    def restart(self) -> None:
+        """Start the server again after its process exited, on the same port if it is free.
+
+        Raises:
+            RuntimeError: If it did not start.
+        """
+        self.running = False
+        self.start()
+        _record(self)
 
     def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
         return subprocess.Popen(
@@ -111,5 +135,81 @@ class EmbeddedAPIServer(SubprocessASGIServer):
                 "PREFECT__SERVER_FINAL": "1",
                 _PARENT_VARIABLE: str(os.getpid()),
                 **get_current_settings().to_environment_variables(exclude_unset=True),
+                "PREFECT_SERVER_API_AUTH_STRING": self.auth_string,
             },
         )
+
+
+def start_embedded_api() -> EmbeddedAPIServer:
+    """Start the embedded API at this `PREFECT_HOME`'s address, with its auth string.
+
+    The port and auth string recorded under `PREFECT_HOME` are reused (the port once it
+    is free: the API of a web server that just died may still be stopping); the first
+    start picks a free port and a random auth string and records them.
+
+    Returns:
+        The running server.
+
+    Raises:
+        RuntimeError: If it did not start.
+        OSError: If the record cannot be written.
+    """
+    recorded = _read_record(_record_path())
+    port: int | None = None
+    auth_string = secrets.token_urlsafe(32)
+    if recorded is not None:
+        auth_string = recorded["auth_string"]
+        deadline = time.monotonic() + _PORT_WAIT_SECONDS
+        while not SubprocessASGIServer.is_port_available(recorded["port"]):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        else:
+            port = recorded["port"]
+    server = EmbeddedAPIServer(port)
+    server.auth_string = auth_string
+    server.start()
+    _record(server)
+    return server
+
+
+def _record_path() -> Path:
+    return Path(get_current_settings().home).expanduser() / _RECORD_NAME
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """The recorded port and auth string, if the file is this user's alone and well formed."""
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        LOGGER.warning("Ignoring %s: %s", path, err)
+        return None
+    with os.fdopen(handle) as file:
+        status = os.fstat(file.fileno())
+        if status.st_uid != os.getuid() or status.st_mode & 0o077:
+            LOGGER.warning("Ignoring %s: other users may read it", path)
+            return None
+        try:
+            record = json.load(file)
+        except ValueError:
+            return None
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("port"), int)
+        or not isinstance(record.get("auth_string"), str)
+        or not record["auth_string"]
+    ):
+        return None
+    return record
+
+
+def _record(server: EmbeddedAPIServer) -> None:
+    """Record the server's port and auth string (a new file of mode 0600, then renamed)."""
+    path = _record_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{_RECORD_NAME}.")
+    with os.fdopen(handle, "w") as file:
+        json.dump({"port": server.port, "auth_string": server.auth_string}, file)
+    os.replace(temporary, path)
