@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from tests.conftest import TERMINAL, wait_for
 
@@ -129,6 +130,10 @@ def test_killing_the_server_mid_load_loses_no_accepted_job(
 # -- the embedded default: a web server, its job processes and its Prefect API apart -------
 
 
+SLOW_STARTS = pytest.mark.timeout(900)
+"""For tests that cold-start embedded Prefect APIs (each can take a minute on a busy machine)."""
+
+
 def _embedded_env(tmp_path: Path) -> dict[str, str]:
     return {
         "PREFECT_API_URL": "",
@@ -181,6 +186,7 @@ def _jobs_answer(url: str) -> dict[str, Any]:
         return {"http": type(err).__name__}
 
 
+@SLOW_STARTS
 def test_a_killed_web_server_s_running_jobs_are_adopted_by_the_next_one(
     server_factory: Any, tmp_path: Path
 ) -> None:
@@ -190,7 +196,7 @@ def test_a_killed_web_server_s_running_jobs_are_adopted_by_the_next_one(
     server = server_factory(env=_embedded_env(tmp_path))
     _start_embedded(server)
     long_job = _submit(server.url, "echo", {"echoInput": "long", "pause": 600})
-    short_job = _submit(server.url, "echo", {"echoInput": "short", "pause": 15})
+    short_job = _submit(server.url, "echo", {"echoInput": "short", "pause": 45})
     assert long_job is not None and short_job is not None
     api_url, headers = _api_access(_embedded_api(server), home)
 
@@ -229,6 +235,7 @@ def test_a_killed_web_server_s_running_jobs_are_adopted_by_the_next_one(
     assert results.json() == {"id": "echoOutput", "value": "short"}
 
 
+@SLOW_STARTS
 def test_a_hung_prefect_api_answers_503_with_retry_after_within_the_read_deadline(
     server_factory: Any, tmp_path: Path
 ) -> None:
@@ -257,6 +264,7 @@ def test_a_hung_prefect_api_answers_503_with_retry_after_within_the_read_deadlin
     wait_for(lambda: _jobs_answer(server.url), lambda answer: answer["http"] == 200)
 
 
+@SLOW_STARTS
 def test_a_dead_embedded_api_is_restarted_where_jobs_find_it(
     server_factory: Any, tmp_path: Path
 ) -> None:

@@ -29,6 +29,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,9 +50,10 @@ __all__ = ["EmbeddedAPIServer", "create_app", "start_embedded_api"]
 LOGGER = logging.getLogger(__name__)
 
 _RECORD_NAME = "pygeoapi-embedded-api.json"
-_PORT_WAIT_SECONDS = 10.0
+_PORT_WAIT_SECONDS = 15.0
 _PARENT_VARIABLE = "PYGEOAPI_PREFECT_PARENT_PID"
 _PARENT_POLL_SECONDS = 1.0
+_STOP_GRACE_SECONDS = 3.0
 
 
 class _OneWriterAtATime:
@@ -87,10 +89,17 @@ def create_app() -> Any:
 
 
 def _stop_without(parent: int) -> None:
-    """Stop this server (as uvicorn stops on SIGTERM) once `parent` is no longer its parent."""
+    """Stop this server (as uvicorn stops on SIGTERM) once `parent` is no longer its parent.
+
+    Uvicorn's graceful stop waits for open connections, and the job processes a dead web
+    server left running keep theirs: after a grace period the server is killed, so that
+    the next web server can start the API on the same port.
+    """
     while os.getppid() == parent:
         time.sleep(_PARENT_POLL_SECONDS)
     os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(_STOP_GRACE_SECONDS)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class EmbeddedAPIServer(SubprocessASGIServer):
@@ -160,8 +169,13 @@ def start_embedded_api() -> EmbeddedAPIServer:
     if recorded is not None:
         auth_string = recorded["auth_string"]
         deadline = time.monotonic() + _PORT_WAIT_SECONDS
-        while not SubprocessASGIServer.is_port_available(recorded["port"]):
+        while not _can_listen(recorded["port"]):
             if time.monotonic() > deadline:
+                LOGGER.warning(
+                    "Port %s of the embedded Prefect API is taken: job processes of an "
+                    "earlier server cannot report to this one",
+                    recorded["port"],
+                )
                 break
             time.sleep(0.1)
         else:
@@ -171,6 +185,20 @@ def start_embedded_api() -> EmbeddedAPIServer:
     server.start()
     _record(server)
     return server
+
+
+def _can_listen(port: int) -> bool:
+    """Whether uvicorn could listen on `port` (bound as it binds, with SO_REUSEADDR).
+
+    Connections of an earlier server that are still closing do not count.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _record_path() -> Path:
