@@ -243,7 +243,7 @@ def test_a_hung_prefect_api_answers_503_with_retry_after_within_the_read_deadlin
     _start_embedded(server)
     job_id = _submit(server.url, "echo", {"echoInput": "x", "pause": 0})
     assert job_id is not None
-    wait_for(lambda: _job(server.url, job_id), lambda job: job["status"] in TERMINAL)
+    wait_for(lambda: _job(server.url, job_id), lambda job: job["status"] in TERMINAL, timeout=180)
     api = _embedded_api(server)
     api.suspend()  # SIGSTOP: connections are accepted by the kernel, never answered
     try:
@@ -272,7 +272,7 @@ def test_a_dead_embedded_api_is_restarted_where_jobs_find_it(
     _start_embedded(server)
     before = _submit(server.url, "echo", {"echoInput": "before", "pause": 0})
     assert before is not None
-    wait_for(lambda: _job(server.url, before), lambda job: job["status"] in TERMINAL)
+    wait_for(lambda: _job(server.url, before), lambda job: job["status"] in TERMINAL, timeout=180)
     api = _embedded_api(server)
     api_url, headers = _api_access(api, tmp_path / "prefect-home")
     api.kill()
@@ -287,7 +287,9 @@ def test_a_dead_embedded_api_is_restarted_where_jobs_find_it(
     # The job launcher reaches the restarted API: a new job runs to the end.
     after = _submit(server.url, "echo", {"echoInput": "after", "pause": 0})
     assert after is not None
-    job = wait_for(lambda: _job(server.url, after), lambda job: job["status"] in TERMINAL)
+    job = wait_for(
+        lambda: _job(server.url, after), lambda job: job["status"] in TERMINAL, timeout=120
+    )
     assert job["status"] == "successful", job
     # Only those with its auth string may use it; health probes excepted.
     assert httpx.post(f"{api_url}/flow_runs/filter", json={}, timeout=30).status_code == 401
