@@ -104,7 +104,7 @@ class _QuickRetryTransport(httpx.BaseTransport):
                 raise PrefectDeadlineError(
                     f"no answer from the Prefect API within {budget:g} s", request=request
                 ) from err
-            except (httpx.ConnectError, httpx.RemoteProtocolError) as err:
+            except (httpx.NetworkError, httpx.RemoteProtocolError) as err:
                 # (refused while the API restarts, or a kept-alive connection it closed)
                 busy: BaseException | None = err
             else:
@@ -212,6 +212,9 @@ class PrefectConnection:
             except (RuntimeError, OSError):
                 LOGGER.warning("Could not restart the embedded Prefect API", exc_info=True)
                 continue
+            finally:  # (again after Prefect's stop, which each start registers)
+                atexit.unregister(self._stopping.set)
+                atexit.register(self._stopping.set)
             if server.api_url != self._api_url:
                 LOGGER.warning("The embedded Prefect API moved to %s", server.api_url)
                 with self._lock:
