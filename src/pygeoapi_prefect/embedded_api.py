@@ -181,8 +181,12 @@ def start_embedded_api() -> EmbeddedAPIServer:
         else:
             port = recorded["port"]
     server = EmbeddedAPIServer(port)
-    server.auth_string = auth_string
-    server.start()
+    server.auth_string = server.auth_string or auth_string  # (kept from a failed start)
+    try:
+        server.start()
+    except RuntimeError:
+        server.stop()  # (a server that was too slow to start must not answer later)
+        raise
     _record(server)
     return server
 
