@@ -364,6 +364,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         if run_id is None:
             raise JobNotFoundError(f"{job_id!r} is not a job id")
         with self._api():
+            _ = self.connection.api_url  # (a cold start of the embedded API: not in the wait)
             try:
                 record = self._job_reader.read(run_id, timeout=self.settings.api_read_timeout)
             except TimeoutError as err:
