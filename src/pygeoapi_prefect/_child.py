@@ -37,13 +37,16 @@ LOGGER = logging.getLogger(__name__)
 _settings_scope: AbstractContextManager[Any] | None = None
 
 
-def prepare(api_url: str) -> None:
+def prepare(api_url: str, auth_string: str | None = None) -> None:
     """Point Prefect at the API and warm the lazily loaded parts, once, before forking.
 
     Args:
         api_url: The Prefect API every job of this launcher reports to.
+        auth_string: The embedded API's auth string (None: Prefect's own settings apply).
     """
     os.environ["PREFECT_API_URL"] = api_url
+    if auth_string is not None:
+        os.environ["PREFECT_API_AUTH_STRING"] = auth_string
     if api_url.startswith("http://"):
         # Every Prefect client a job process opens (three or four per job) builds a TLS
         # context from a CA bundle: a third of the process's CPU time. A plain-HTTP API

@@ -5,7 +5,8 @@ It imports Prefect, pygeoapi and the flow engine up front and stays single-threa
 forking it is safe and each job process starts warm, in milliseconds. It talks to the
 runner over two pipes with `multiprocessing.connection.Connection` messages:
 
-- in: `("init", {"sys_path": ..., "api_url": ...})`, then `("run", JobLaunch)` per job;
+- in: `("init", {"sys_path": ..., "api_url": ..., "auth_string": ...})`, then
+  `("run", JobLaunch)` per job;
 - out: `("ready", None, pid)` once initialised; per job `("started", flow_run_id, pid)`,
   then from the job's own process `("finished", flow_run_id, code)` once the flow engine
   is done, and `("exited", flow_run_id, exit_code)` when the process has ended.
@@ -92,7 +93,7 @@ def main(command_fd: int, event_fd: int) -> None:
                 continue
             if kind == "init":
                 sys.path[:] = payload["sys_path"]
-                prepare(payload["api_url"])
+                prepare(payload["api_url"], payload.get("auth_string"))
                 # What the launcher holds now is never collected in a job process, so
                 # that its garbage collector does not copy the launcher's memory either.
                 gc.freeze()

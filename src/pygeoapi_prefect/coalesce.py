@@ -60,16 +60,18 @@ class CoalescingReader[K: Hashable, V]:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def read(self, key: K) -> V | None:
+    def read(self, key: K, timeout: float | None = None) -> V | None:
         """Read one item, in the next batch.
 
         Args:
             key: What to read.
+            timeout: Seconds to wait for it at most (None: as long as the batches take).
 
         Returns:
             The item, or None when `read_many` did not find it.
 
         Raises:
+            TimeoutError: If no batch answered within `timeout`.
             Exception: What `read_many` raised for the batch.
         """
         request: _Request[K, V] = _Request(key)
@@ -81,7 +83,8 @@ class CoalescingReader[K: Hashable, V]:
                 )
                 self._thread.start()
             self._wake.notify()
-        request.done.wait()
+        if not request.done.wait(timeout):
+            raise TimeoutError(f"no answer within {timeout:g} s")
         if request.error is not None:
             raise request.error
         return request.value

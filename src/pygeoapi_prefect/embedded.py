@@ -10,8 +10,12 @@ and stops processes, as a Prefect runner or worker does:
 - a job whose flow run is set to CANCELLING (by any pygeoapi replica) is killed and
   marked CANCELLED;
 - a job whose process dies before reaching a final state is marked CRASHED;
-- after a restart, `recover` takes over the jobs a stopped web server left behind on this
-  host: never-started jobs are started, jobs whose process is gone are marked CRASHED.
+- `recover` (at start, then every `recovery_interval`) takes over the jobs a stopped web
+  server left behind on this host: never-started jobs are started, jobs whose process is
+  gone are marked CRASHED, and jobs whose process still runs are adopted: they report
+  their own outcome (the embedded API comes back at the address they know), and when
+  dismissed (`dismiss_orphan`, or CANCELLING set by a replica) their process is stopped
+  here and they end CANCELLED.
 
 Each embedded job's flow run is labelled with the web server that runs it
 (`pygeoapi.runner`: host and pid) and, once started, with its own process id
@@ -20,6 +24,7 @@ Each embedded job's flow run is labelled with the web server that runs it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -33,6 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from prefect.client.schemas.filters import (
@@ -80,6 +86,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _job_process(pid: int) -> bool:
+    """Whether `pid` is (still) a live job process, not a reused pid.
+
+    A job process leads its own process group and was forked from a launcher (checked
+    where `/proc` tells).
+    """
+    try:
+        if os.getpgid(pid) != pid:
+            return False
+    except ProcessLookupError:
+        return False
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # (no /proc here: trust the group check)
+    except OSError:
+        return False
+    return b"pygeoapi_prefect._launcher" in command  # (a zombie's is empty)
+
+
+def _orphaned(flow_run: FlowRun, host: str) -> bool:
+    """Whether an embedded job's web server was on `host` and is gone (not this one)."""
+    runner = str((flow_run.labels or {}).get(LABEL_RUNNER, ""))
+    runner_host, _, runner_pid = runner.rpartition(":")
+    if runner_host != host or not runner_pid.isdigit():
+        return False
+    return runner != runner_id() and not _pid_alive(int(runner_pid))
+
+
+def _job_pid(flow_run: FlowRun) -> int | None:
+    """The labelled process id of a job, if that process still runs the job."""
+    job_pid = (flow_run.labels or {}).get(LABEL_JOB_PID)
+    return job_pid if isinstance(job_pid, int) and _job_process(job_pid) else None
+
+
 @dataclass(frozen=True)
 class JobLaunch:
     """Everything a job process needs to run one job."""
@@ -110,11 +151,12 @@ class _Job:
 class _Launcher:
     """The launcher process and the two pipes to it.
 
-    The process starts (importing Prefect and pygeoapi) before `api_url` is asked for,
-    so that its start overlaps the embedded API's; `ready` is set once it can fork jobs.
+    The process starts (importing Prefect and pygeoapi) before `api` is asked for the API
+    URL and auth string, so that its start overlaps the embedded API's; `ready` is set once
+    it can fork jobs.
     """
 
-    def __init__(self, api_url: Callable[[], str]) -> None:
+    def __init__(self, api: Callable[[], tuple[str, str | None]]) -> None:
         command_read, command_write = os.pipe()
         event_read, event_write = os.pipe()
         self.process = subprocess.Popen(
@@ -134,12 +176,13 @@ class _Launcher:
         self.events = Connection(event_read, writable=False)
         self.ready = threading.Event()
         try:
-            url = api_url()
+            url, auth_string = api()
         except BaseException:
             self.close()  # (the launcher exits when its command pipe closes)
             self.events.close()
             raise
-        self.commands.send(("init", {"sys_path": list(sys.path), "api_url": url}))
+        init = {"sys_path": list(sys.path), "api_url": url, "auth_string": auth_string}
+        self.commands.send(("init", init))
 
     def close(self) -> None:
         self.commands.close()
@@ -169,10 +212,24 @@ class EmbeddedRunner:
         self._running = 0
         self._lock = threading.Lock()
         self._launcher: _Launcher | None = None
+        connection.on_moved(self._api_moved)
+
+    def _api_moved(self, api_url: str) -> None:
+        """New jobs start in a new launcher, pointed at the API's new address."""
+        with self._lock:
+            launcher, self._launcher = self._launcher, None
+        if launcher is not None:
+            LOGGER.warning("Jobs now start against the Prefect API at %s", api_url)
+            launcher.close()
+
+    def _api(self) -> tuple[str, str | None]:
+        """The API URL and auth string a new launcher hands its job processes."""
+        url = self._connection.api_url  # (resolving it sets the embedded API's auth string)
+        return url, self._connection.auth_string
 
     def _ensure_launcher(self) -> _Launcher:
         if self._launcher is None or self._launcher.process.poll() is not None:
-            launcher = _Launcher(lambda: self._connection.api_url)
+            launcher = _Launcher(self._api)
             self._launcher = launcher
             threading.Thread(
                 target=self._listen, args=(launcher,), name="pygeoapi-prefect-events", daemon=True
@@ -359,16 +416,45 @@ class EmbeddedRunner:
             )
         )
         for flow_run in orphans:
-            runner = str((flow_run.labels or {}).get(LABEL_RUNNER, ""))
-            runner_host, _, runner_pid = runner.rpartition(":")
-            if runner_host != host or not runner_pid.isdigit():
+            if not _orphaned(flow_run, host):
                 continue
-            if runner == runner_id() or _pid_alive(int(runner_pid)):
-                continue
-            job_pid = (flow_run.labels or {}).get(LABEL_JOB_PID)
-            if isinstance(job_pid, int) and _pid_alive(job_pid):
-                continue  # still finishing on its own: it records its outcome itself
-            self._take_over(flow_run, launch_for)
+            job_pid = _job_pid(flow_run)
+            if job_pid is None:
+                self._take_over(flow_run, launch_for)
+            elif flow_run.state_type == StateType.CANCELLING:
+                self._stop_orphan(flow_run, job_pid)
+            # else adopted: still running, it records its outcome itself
+
+    def dismiss_orphan(self, flow_run: FlowRun) -> bool:
+        """Dismiss a job whose web server on this host is gone: stop it, end it CANCELLED.
+
+        Args:
+            flow_run: The job's flow run (not final).
+
+        Returns:
+            True if it was such a job and is now CANCELLED; False if it has a live owner
+            (or one this host cannot check), who stops it.
+        """
+        if flow_run.deployment_id is not None or not _orphaned(flow_run, socket.gethostname()):
+            return False
+        self._stop_orphan(flow_run, _job_pid(flow_run))
+        return True
+
+    def _stop_orphan(self, flow_run: FlowRun, job_pid: int | None) -> None:
+        """Stop an orphaned job's process group (SIGTERM, then SIGKILL) and mark it CANCELLED."""
+        if job_pid is not None:
+            LOGGER.info("Stopping job %s, left running by a stopped pygeoapi process", flow_run.id)
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(job_pid, sig)
+                deadline = time.monotonic() + self._cancel_grace
+                while _job_process(job_pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if not _job_process(job_pid):
+                    break
+        self._connection.client.set_flow_run_state(
+            flow_run.id, Cancelled(message="Job dismissed"), force=True
+        )
 
     def _take_over(
         self, flow_run: FlowRun, launch_for: Callable[[FlowRun], JobLaunch | None]

@@ -92,6 +92,7 @@ from pygeoapi_prefect.errors import (
     InvalidQueryError,
     JobStillRunningError,
     PayloadTooLargeError,
+    PrefectUnavailableError,
     ProcessorImportError,
     ResultNotAvailableError,
     prefect_api_errors,
@@ -226,7 +227,12 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             process_id: process_settings_of(process_id, resource)
             for process_id, resource in self.processes.items()
         }
-        self.connection = PrefectConnection(self.settings.api_url, self.settings.database)
+        self.connection = PrefectConnection(
+            self.settings.api_url,
+            self.settings.database,
+            read_timeout=self.settings.api_read_timeout,
+            write_timeout=self.settings.api_write_timeout,
+        )
         self.results = ResultStorage(self.settings, self._process_result_storage)
         self.runner = EmbeddedRunner(
             self.connection,
@@ -368,13 +374,22 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             yield
 
     def _recover(self) -> None:
-        """Take over this host's embedded jobs that a previous server process left behind."""
-        try:
-            tags = self._job_tags()
-            if tags is not None:
-                self.runner.recover(self._launch_again, tags)
-        except Exception:
-            LOGGER.warning("Could not recover the jobs of a previous server", exc_info=True)
+        """Take over this host's embedded jobs that stopped server processes left behind.
+
+        At first use, then every `recovery_interval`: a server on this host may die at any
+        time. (Prefect's own zombie detection, an automation on missing heartbeats, would
+        need heartbeats from every job process, which direct jobs do not send, and could
+        only change a run's state: stopping or starting a process takes one on this host,
+        and Prefect's runner, too, polls for the runs it must stop.)
+        """
+        while True:
+            try:
+                tags = self._job_tags()
+                if tags is not None:
+                    self.runner.recover(self._launch_again, tags)
+            except Exception:
+                LOGGER.warning("Could not recover the jobs of a previous server", exc_info=True)
+            time.sleep(self.settings.recovery_interval)
 
     def _launch_again(self, flow_run: FlowRun) -> JobLaunch | None:
         process_id = process_id_of(flow_run)
@@ -575,7 +590,11 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         if run_id is None:
             raise JobNotFoundError(f"{job_id!r} is not a job id")
         with self._api():
-            record = self._job_reader.read(run_id)
+            _ = self.connection.api_url  # (a cold start of the embedded API: not in the wait)
+            try:
+                record = self._job_reader.read(run_id, timeout=self.settings.api_read_timeout)
+            except TimeoutError as err:
+                raise PrefectUnavailableError(str(err)) from err
         if record is None:
             raise JobNotFoundError(job_id)
         return record
@@ -819,7 +838,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
                 self.results.delete(client, state)
                 client.delete_flow_run(flow_run.id)
                 return True
-            if self.runner.cancel(flow_run.id):
+            if self.runner.cancel(flow_run.id) or self.runner.dismiss_orphan(flow_run):
                 return True
             if state is None or state.type in (StateType.SCHEDULED, StateType.PAUSED):
                 client.set_flow_run_state(

@@ -239,6 +239,27 @@ class ManagerSettings(BaseModel):
         description="Seconds DELETE waits for a job run elsewhere (a worker, another replica) "
         "to stop; it answers `dismissed` either way, and the job ends CANCELLED.",
     )
+    api_read_timeout: float = Field(
+        default=5,
+        gt=0,
+        description="Seconds a query to the Prefect API (reading jobs, listing them) may take, "
+        "quick retries included; a request that needs longer answers 503 with Retry-After. A "
+        "job read waits at most this long for a batched read it shares with others.",
+    )
+    api_write_timeout: float = Field(
+        default=30,
+        gt=0,
+        description="Seconds a write to the Prefect API (creating a job, changing its state) "
+        "may take, waiting for SQLite's lock and quick retries included; a request that needs "
+        "longer answers 503 with Retry-After.",
+    )
+    recovery_interval: float = Field(
+        default=30,
+        gt=0,
+        description="Embedded default: seconds between checks for jobs that a stopped pygeoapi "
+        "process on this host left behind (started if they never ran, CRASHED if their process "
+        "is gone, stopped if dismissed); the first check runs at the first use of the API.",
+    )
     cancel_grace: float = Field(
         default=2,
         ge=0,
