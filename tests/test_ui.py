@@ -10,6 +10,8 @@ Selenium; without them the test skips locally and fails in CI.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shutil
@@ -104,8 +106,17 @@ def test_status_document_links_to_the_flow_run_page(browser: Any, tmp_path: Path
                 "title": "the job's flow run in the Prefect UI",
             }
         ]
-        name = httpx.get(f"{ui}/api/flow_runs/{job_id}", timeout=60).json()["name"]
+        # The embedded API requires its auth string, kept only in a file of this user's:
+        # the UI asks for it once (its login page stores it in the browser, as done here).
+        record = json.loads((tmp_path / "home" / "pygeoapi-embedded-api.json").read_text())
+        auth = base64.b64encode(record["auth_string"].encode()).decode()
+        assert httpx.get(f"{ui}/api/flow_runs/{job_id}", timeout=60).status_code == 401
+        name = httpx.get(
+            f"{ui}/api/flow_runs/{job_id}", headers={"Authorization": f"Basic {auth}"}, timeout=60
+        ).json()["name"]
 
+        browser.get(ui)
+        browser.execute_script("localStorage.setItem('prefect-password', arguments[0])", auth)
         browser.get(links[0]["href"])
         WebDriverWait(browser, 120).until(
             lambda driver: (
