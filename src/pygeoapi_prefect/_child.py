@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import certifi
-import prefect.flow_engine
 import pydantic.v1  # noqa: F401  (Prefect imports it lazily for every new flow)
 from prefect.client.orchestration import get_client
 from prefect.context import refresh_global_settings_context
@@ -25,6 +24,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from pygeoapi.plugin import load_plugin
 from pygeoapi.process.hello_world import HelloWorldProcessor
 
+from pygeoapi_prefect._compat import run_flow_run
 from pygeoapi_prefect.direct import run_direct, start_direct
 from pygeoapi_prefect.embedded import JobLaunch
 from pygeoapi_prefect.flows import build_process_flow, job_flow
@@ -106,10 +106,5 @@ def run_job(launch: JobLaunch) -> None:
                 LOGGER.debug("Job %s ended: %s", launch.flow_run.id, outcome.message or "success")
         return
     flow = job_flow(launch.process_id, processor, launch.settings, launch.result_storage)
-    state = prefect.flow_engine.run_flow_sync(
-        flow,
-        flow_run=launch.flow_run,
-        parameters=launch.flow_run.parameters,
-        return_type="state",
-    )
+    state = run_flow_run(flow, launch.flow_run, launch.flow_run.parameters)
     LOGGER.debug("Job %s ended %s", launch.flow_run.id, state)

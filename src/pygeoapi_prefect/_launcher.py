@@ -17,18 +17,17 @@ exits; each job records its own outcome in Prefect.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import gc
 import os
 import sys
-import threading
 import time
 import uuid
 from multiprocessing.connection import Connection
 from typing import NoReturn
 
 from pygeoapi_prefect._child import prepare, run_job
+from pygeoapi_prefect._compat import join_threads_and_run_exit_hooks
 from pygeoapi_prefect.embedded import JobLaunch
 
 __all__: list[str] = []
@@ -63,8 +62,7 @@ def _exit(code: int) -> NoReturn:
     to, and so copy, most of the launcher's memory, which cost a job process more CPU than
     its job.
     """
-    threading._shutdown()  # type: ignore[attr-defined]  # joins threads, runs their exit hooks
-    atexit._run_exitfuncs()
+    join_threads_and_run_exit_hooks()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

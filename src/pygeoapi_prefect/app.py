@@ -33,6 +33,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Response
 
+from pygeoapi_prefect._compat import flask_app_and_api, replace_request_body
 from pygeoapi_prefect.errors import OGCHTTPError, PrefectUnavailableError
 from pygeoapi_prefect.jobs import JobQuery, JobQueryError, parse_job_id
 from pygeoapi_prefect.manager import PrefectManager, prefect_parameter_limit
@@ -575,10 +576,8 @@ def create_app() -> Flask:
     Raises:
         RuntimeError: When the configured manager is not a `PrefectManager`.
     """
-    from pygeoapi import flask_app
-
-    app: Flask = flask_app.APP
-    api = flask_app.api_
+    app: Flask
+    app, api = flask_app_and_api()
     manager = api.manager
     if not isinstance(manager, PrefectManager):
         raise RuntimeError(
@@ -614,7 +613,7 @@ def create_app() -> Flask:
             # pygeoapi insists on successUri, as the 1.0 schema does by mistake (2.0 and
             # ogcapi-processes#460): a subscriber may want only failures, or progress.
             document["subscriber"] = {**subscriber, "successUri": None}
-            request._cached_data = json.dumps(document).encode()
+            replace_request_body(request, json.dumps(document).encode())
         response = stock["pygeoapi.execute_process_jobs"](process_id)
         if response.status_code != 200 or not _is_json(response):
             return response

@@ -46,12 +46,15 @@ from pathlib import Path
 from typing import Any
 
 import prefect
-import prefect.server.database
-from prefect.server.api.server import SubprocessASGIServer, create_ui_app
-from prefect.server.api.server import create_app as create_prefect_app
 from prefect.settings import get_current_settings
 from sqlalchemy.engine import make_url
 
+from pygeoapi_prefect._compat import (
+    SubprocessASGIServer,
+    create_api_app,
+    create_ui_app,
+    prefect_migrations,
+)
 from pygeoapi_prefect.connection import writes
 
 __all__ = ["EmbeddedAPIServer", "create_app", "start_embedded_api"]
@@ -115,7 +118,7 @@ def create_app() -> Any:
         threading.Thread(
             target=_stop_without, args=(int(parent),), name="parent-watch", daemon=True
         ).start()
-    app: Any = create_prefect_app()
+    app: Any = create_api_app()
     if os.environ.get(_UI_VARIABLE) == "1":
         app = _WithUI(app, create_ui_app(ephemeral=False))
     return _OneWriterAtATime(app)
@@ -152,7 +155,7 @@ def database_is_current(database: Path | None = None) -> bool:
         return False
     from alembic.script import ScriptDirectory
 
-    migrations = Path(prefect.server.database.__file__).parent / "_migrations"
+    migrations = prefect_migrations()
     scripts = ScriptDirectory(
         str(migrations), version_locations=[str(migrations / "versions" / "sqlite")]
     )

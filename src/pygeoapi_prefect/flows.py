@@ -20,10 +20,10 @@ from prefect import Flow, flow
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext
 from prefect.filesystems import WritableFileSystem
-from prefect.results import ResultRecord  # type: ignore[attr-defined]
 from pygeoapi.plugin import load_plugin
 from pygeoapi.process.base import BaseProcessor
 
+from pygeoapi_prefect._compat import ResultRecord
 from pygeoapi_prefect.jobs import LABEL_MIMETYPE
 from pygeoapi_prefect.process.base import BasePrefectProcessor
 from pygeoapi_prefect.results import RESULT_SERIALIZER, JobOutput, make_private, stored_output

@@ -29,6 +29,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.context import FlowRunContext
 
+from pygeoapi_prefect._compat import call_sync
+
 __all__ = ["progress_of", "read_progress", "report_progress"]
 
 LOGGER = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ def report_progress(percent: float, message: str | None = None) -> None:
             _artifacts[flow_run_id] = _create(client, flow_run_id, value, message)
             return
     if client is None:
-        update_progress_artifact(artifact_id, progress=value, description=message, _sync=True)  # type: ignore[call-arg]
+        call_sync(update_progress_artifact, artifact_id, progress=value, description=message)
     else:
         client.update_artifact(artifact_id, ArtifactUpdate(data=value, description=message))
 
@@ -102,7 +104,7 @@ def _create(
 ) -> uuid.UUID:
     if client is None:
         # (Prefect's helper also links the artifact to the current task run, if any)
-        created = create_progress_artifact(progress=value, description=message, _sync=True)  # type: ignore[call-arg]
+        created = call_sync(create_progress_artifact, progress=value, description=message)
         return cast(uuid.UUID, created)
     artifact = ArtifactCreate(
         type="progress", data=value, description=message, flow_run_id=flow_run_id

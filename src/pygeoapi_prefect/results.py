@@ -34,9 +34,9 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import State
 from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
-from prefect.results import ResultRecord, ResultRecordMetadata  # type: ignore[attr-defined]
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from pygeoapi_prefect._compat import ResultRecord, ResultRecordMetadata, call_sync
 from pygeoapi_prefect.settings import ManagerSettings
 
 __all__ = [
@@ -234,7 +234,7 @@ class ResultStorage:
             block: WritableFileSystem
             name = slug or self._settings.result_storage
             if name:
-                block = cast(WritableFileSystem, Block.load(name, _sync=True))  # type: ignore[call-arg]
+                block = cast(WritableFileSystem, call_sync(Block.load, name))
             else:
                 block = self._local_block()
             if slug is None:
@@ -246,13 +246,13 @@ class ResultStorage:
         basepath = cast(str, self._basepath)  # checked at construction: no result_storage
         block_name = self._settings.result_storage_slug.split("/", 1)[1]
         try:
-            saved = cast(LocalFileSystem, LocalFileSystem.load(block_name, _sync=True))  # type: ignore[call-arg]
+            saved = cast(LocalFileSystem, call_sync(LocalFileSystem.load, block_name))
         except ValueError:  # not saved yet
             saved = None
         if saved is not None and saved.basepath == basepath:
             return saved
         local = LocalFileSystem(basepath=basepath)
-        local.save(block_name, overwrite=True, _sync=True)  # type: ignore[call-arg]
+        call_sync(local.save, block_name, overwrite=True)
         return local
 
     def _configured_slugs(self) -> set[str]:
@@ -277,7 +277,7 @@ class ResultStorage:
                 continue
             try:
                 with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                    block = Block.load(slug, _sync=True)  # type: ignore[call-arg]
+                    block = call_sync(Block.load, slug)
             except (ValueError, ImportError, KeyError) as err:
                 LOGGER.warning("Result storage %s cannot be loaded: %s", slug, err)
                 continue
@@ -336,7 +336,7 @@ class ResultStorage:
         block = self._trusted_block(client, cast(uuid.UUID, metadata.storage_block_id))
         key = cast(str, metadata.storage_key)
         try:
-            content = cast(bytes, block.read_path(key, _sync=True))  # type: ignore[call-arg]
+            content = cast(bytes, call_sync(block.read_path, key))
         except (OSError, ValueError) as err:
             raise ResultUnavailableError(f"the job's result cannot be read: {err}") from err
         return _parse_record(content)
