@@ -45,13 +45,15 @@ def deep_output_request(depth: int = 250) -> dict[str, Any]:
 
 
 @contextmanager
-def poisoned_job() -> Iterator[str]:
+def poisoned_job(like: str) -> Iterator[str]:
     """A job whose parameters nest 250 levels, stored as a server without bounds stored it.
 
-    The Prefect API stores it, and then fails (500) every filtered read that returns it.
-    It is deleted afterwards, so that it poisons no other test's job list.
+    It carries the tags of the job `like` (so it is a job of the same server). The Prefect
+    API stores it, and then fails (500) every filtered read that returns it. It is deleted
+    afterwards, so that it poisons no other test's job list.
     """
     with get_client(sync_client=True) as client:
+        tags = client.read_flow_run(uuid.UUID(like)).tags
         flow_id = client.create_flow_from_name("pygeoapi-bounds-test")
         response = client.request(
             "POST",
@@ -60,7 +62,7 @@ def poisoned_job() -> Iterator[str]:
                 "flow_id": str(flow_id),
                 "name": "poisoned",
                 "parameters": {**deep_output_request(), "response": "raw"},
-                "tags": ["pygeoapi", "pygeoapi-process:echo"],
+                "tags": tags,
                 "state": {"type": "SCHEDULED", "name": "Scheduled"},
             },
         )
@@ -128,7 +130,7 @@ def test_extra_keys_of_qualified_values_and_output_specs_are_refused(client: Any
 
 def test_a_job_that_breaks_batched_reads_breaks_no_other_read(client: Any) -> None:
     others = [submit(client, "echo", {"echoInput": f"job {n}"}) for n in range(3)]
-    with poisoned_job() as poisoned:
+    with poisoned_job(like=others[0]) as poisoned:
 
         def read(job_id: str) -> int:
             return int(client.application.test_client().get(f"/jobs/{job_id}?f=json").status_code)

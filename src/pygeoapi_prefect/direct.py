@@ -29,15 +29,13 @@ from prefect.client.schemas.actions import LogCreate
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.filesystems import WritableFileSystem
-from prefect.results import ResultStore
-from prefect.serializers import JSONSerializer
 from prefect.states import Cancelled, Completed, Failed, Running
 from pygeoapi.process.base import BaseProcessor
 
 from pygeoapi_prefect.flows import execute_processor
 from pygeoapi_prefect.jobs import LABEL_MIMETYPE
 from pygeoapi_prefect.progress import progress_of
-from pygeoapi_prefect.results import JobOutput, make_private, stored_output
+from pygeoapi_prefect.results import JobOutput, persist_output
 
 __all__ = ["DirectOutcome", "run_direct", "start_direct"]
 
@@ -96,10 +94,7 @@ def run_direct(
         log.ship(client)
     if _dismissed(client, run_id):
         return DirectOutcome(None, "Job dismissed")
-    store = ResultStore(result_storage=result_storage, serializer=JSONSerializer())
-    record = store.create_result_record(stored_output(output))
-    store.persist_result_record(record)
-    make_private(result_storage, record.metadata.storage_key or "")
+    record = persist_output(result_storage, output)
     if output["mimetype"] != "application/json":
         client.update_flow_run_labels(run_id, {LABEL_MIMETYPE: output["mimetype"]})
     client.set_flow_run_state(run_id, Completed(data=record), force=True)

@@ -52,7 +52,6 @@ from prefect.client.schemas.objects import FlowRun, FlowRunPolicy, State, StateT
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.filesystems import WritableFileSystem
-from prefect.results import ResultStore
 from prefect.settings import get_current_settings
 from prefect.states import (
     Cancelled,
@@ -114,7 +113,12 @@ from pygeoapi_prefect.jobs import (
 )
 from pygeoapi_prefect.process.base import BasePrefectProcessor, flow_parameters
 from pygeoapi_prefect.progress import read_progress
-from pygeoapi_prefect.results import JobOutput, ResultStorage, ResultUnavailableError
+from pygeoapi_prefect.results import (
+    JobOutput,
+    ResultStorage,
+    ResultUnavailableError,
+    persist_output,
+)
 from pygeoapi_prefect.schemas import ExecuteRequest
 from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings, process_settings_of
 from pygeoapi_prefect.subscriber import LABEL_SUBSCRIBER, subscriber_labels
@@ -145,6 +149,10 @@ _PREFECT_PAGE = 200
 
 _DURATION_SCAN_LIMIT = 10_000
 """The most jobs a duration filter examines (after Prefect's own filtering)."""
+
+_ADDED_JOB_TAG = "pygeoapi-added-job"
+"""Tag of a job that `add_job` recorded: this server's job even when its process is not
+configured (pygeoapi's own callers record jobs of any process id)."""
 
 _ADDED_JOB_KEY = "pygeoapi-job:"
 """Prefix of the idempotency key of a job `add_job` recorded under a caller's identifier.
@@ -352,9 +360,14 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
 
         Returns:
             The process's `processor.prefect` options (defaults when absent), as
-            validated when the manager was constructed.
+            validated when the manager was constructed (or, for a process added to
+            `processes` since, when first asked for).
         """
-        return self._process_settings[process_id]
+        settings = self._process_settings.get(process_id)
+        if settings is None:
+            settings = process_settings_of(process_id, self.processes[process_id])
+            self._process_settings[process_id] = settings
+        return settings
 
     def _process_result_storage(self) -> list[str]:
         """The `result_storage` slugs the configured processes name."""
@@ -409,15 +422,18 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
     def _job_tags(self, process_ids: tuple[str, ...] = ()) -> FlowRunFilterTags | None:
         """The tags filter of this server's jobs (of `process_ids`, or of any process).
 
-        A job carries this server's tag and the tag of a configured process. None when no
-        job can match (no configured process among `process_ids`).
+        A job carries this server's tag and the tag of a configured process (or of a job
+        `add_job` recorded). None when no job can match (no configured process among
+        `process_ids`).
         """
         processes = [p for p in process_ids or self.processes if p in self.processes]
-        if not processes:
+        wanted = [process_tag(p) for p in processes]
+        if not process_ids:
+            wanted.append(_ADDED_JOB_TAG)  # (a job `add_job` recorded, of any process)
+        if not wanted:
             return None
         return FlowRunFilterTags(
-            all_=[JOB_TAG, server_tag(self.settings.server_label)],
-            any_=[process_tag(p) for p in processes],
+            all_=[JOB_TAG, server_tag(self.settings.server_label)], any_=wanted
         )
 
     def _is_job(self, flow_run: FlowRun) -> bool:
@@ -425,7 +441,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         return (
             JOB_TAG in flow_run.tags
             and server_tag(self.settings.server_label) in flow_run.tags
-            and process_id_of(flow_run) in self.processes
+            and (process_id_of(flow_run) in self.processes or _ADDED_JOB_TAG in flow_run.tags)
         )
 
     def _read_job_run(self, job_id: str) -> FlowRun:
@@ -751,7 +767,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
                 process_id,
                 process_id,
                 job_parameters({}, None, "raw"),
-                ProcessSettings(),
+                ProcessSettings(tags=[_ADDED_JOB_TAG]),
                 {LABEL_MIMETYPE: str(mimetype)} if mimetype else None,
                 idempotency_key=None if alias is None else f"{_ADDED_JOB_KEY}{alias}",
             )
@@ -802,9 +818,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             output = _read_location(location, mimetype)
             if output is None:
                 return Completed(message=text)
-            store = ResultStore(result_storage=self._result_storage(ProcessSettings()))
-            record = store.create_result_record(output)
-            store.persist_result_record(record)
+            record = persist_output(self._result_storage(ProcessSettings()), output)
             return Completed(message=text, data=record)
         states = {
             JobStatus.accepted: Scheduled,

@@ -34,6 +34,8 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import State
 from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
+from prefect.results import ResultStore
+from prefect.serializers import JSONSerializer
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from pygeoapi_prefect._compat import ResultRecord, ResultRecordMetadata, call_sync
@@ -46,6 +48,7 @@ __all__ = [
     "ResultUnavailableError",
     "as_job_output",
     "make_private",
+    "persist_output",
     "private_directory",
     "stored_output",
 ]
@@ -157,6 +160,23 @@ def private_directory(directory: Path, setting: str = "server.manager.output_dir
                 "this user's own"
             )
     return resolved
+
+
+def persist_output(block: WritableFileSystem, output: JobOutput) -> ResultRecord[Any]:
+    """Persist a job's output as a Prefect result record (JSON, binary as base64), 0600.
+
+    Args:
+        block: The saved storage block it goes to.
+        output: The job's output.
+
+    Returns:
+        The record, whose metadata a COMPLETED state carries.
+    """
+    store = ResultStore(result_storage=block, serializer=JSONSerializer())
+    record: ResultRecord[Any] = store.create_result_record(stored_output(output))
+    store.persist_result_record(record)
+    make_private(block, record.metadata.storage_key or "")
+    return record
 
 
 def make_private(block: WritableFileSystem, key: str) -> None:

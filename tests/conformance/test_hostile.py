@@ -106,7 +106,7 @@ def test_hostile_deep_request_is_400_and_the_job_list_still_answers(api: Api) ->
 @modes()
 def test_hostile_job_that_breaks_batched_reads_can_be_read_and_dismissed(api: Api) -> None:
     """A job stored before the bounds existed: its own reads and its DELETE still work."""
-    with poisoned_job() as job_id:
+    with poisoned_job(like=api.submit("echo", {"echoInput": "x"})) as job_id:
         assert api.get(f"/jobs/{job_id}").status_code == 200
         response = api.delete(f"/jobs/{job_id}")
         assert response.status_code == 200, response.text[:300]
