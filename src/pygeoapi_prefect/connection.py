@@ -210,7 +210,7 @@ class PrefectConnection:
         api_url: str | None = None,
         database: Path | None = None,
         read_timeout: float = 5.0,
-        write_timeout: float = 30.0,
+        write_timeout: float = 45.0,
     ) -> None:
         self._configured_url = api_url
         self._database = database

@@ -247,10 +247,11 @@ class ManagerSettings(BaseModel):
         "job read waits at most this long for a batched read it shares with others.",
     )
     api_write_timeout: float = Field(
-        default=30,
+        default=45,
         gt=0,
         description="Seconds a write to the Prefect API (creating a job, changing its state) "
-        "may take, waiting for SQLite's lock and quick retries included; a request that needs "
+        "may take, waiting for SQLite's lock and quick retries included (under the usual 60 s "
+        "client timeout, long enough for a burst of jobs on SQLite); a request that needs "
         "longer answers 503 with Retry-After.",
     )
     recovery_interval: float = Field(
