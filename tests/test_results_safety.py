@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prefect import flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.filesystems import LocalFileSystem
@@ -27,8 +28,9 @@ from prefect.serializers import JSONSerializer, PickleSerializer, Serializer
 from prefect.states import Completed
 
 from pygeoapi_prefect import PrefectManager
-from pygeoapi_prefect.jobs import JOB_TAG, process_tag
+from pygeoapi_prefect.jobs import JOB_TAG, process_tag, server_tag
 from pygeoapi_prefect.results import private_directory
+from pygeoapi_prefect.settings import ManagerSettings
 from tests.conftest import (
     ROOT,
     Server,
@@ -98,8 +100,17 @@ def _forged_job(
     block_id: uuid.UUID | None,
     key: str,
     serializer: Serializer[Any],
+    server: str | None = None,
 ) -> str:
-    """A flow run made straight in the Prefect API to look like a finished echo job."""
+    """A flow run made straight in the Prefect API to look like a finished echo job.
+
+    It carries the tags of a job of the server whose `server_label` is `server` (the
+    session's app's by default): anyone who can write to the API can forge them.
+    """
+    if server is None:
+        from pygeoapi.flask_app import api_
+
+        server = api_.manager.settings.server_label
 
     @flow(name="forged-job")
     def forged() -> None:
@@ -110,7 +121,9 @@ def _forged_job(
     )
     record: ResultRecord[None] = ResultRecord(metadata=metadata, result=None)
     record.mark_persisted()  # so that the client sends its metadata as the state's data
-    run = prefect.create_flow_run(forged, tags=[JOB_TAG, process_tag("echo")])
+    run = prefect.create_flow_run(
+        forged, tags=[JOB_TAG, server_tag(str(server)), process_tag("echo")]
+    )
     prefect.set_flow_run_state(run.id, Completed(data=record), force=True)
     forged_state = prefect.read_flow_run(run.id).state
     assert forged_state is not None
@@ -206,8 +219,10 @@ def test_full_mode_refuses_a_forged_pickle_result(
     directory = tmp_path / "elsewhere"
     block_id = _foreign_block(directory)
     (directory / "forged").write_bytes(_pickled_record(marker, "forged", block_id))
-    job_id = _forged_job(prefect, block_id, "forged", PickleSerializer())
     config = write_config(tmp_path, port=free_port())
+    manager_def = yaml.safe_load(config.read_text())["server"]["manager"]
+    server_label = ManagerSettings.from_manager_def(manager_def).server_label
+    job_id = _forged_job(prefect, block_id, "forged", PickleSerializer(), server_label)
     server = _FullServer(config, {"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)})
     server.start()
     try:
