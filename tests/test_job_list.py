@@ -64,8 +64,20 @@ def test_status_filter_is_done_by_prefect(manager: Any, client: Any) -> None:
 
 
 def test_job_of_a_removed_process_is_no_job_of_this_server(manager: Any, client: Any) -> None:
-    # A job is a flow run with this server's tag and the tag of a configured process.
-    orphan = manager.add_job({"process_id": "no-longer-configured"})
+    # A job is a flow run with this server's tag and the tag of a configured process: one
+    # made while a process now removed was configured is no longer this server's.
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from pygeoapi_prefect.jobs import JOB_TAG, process_tag, server_tag
+
+    @flow(name="no-longer-configured")
+    def gone() -> None:
+        """Never run."""
+
+    tags = [JOB_TAG, server_tag(manager.settings.server_label), process_tag("gone")]
+    with get_client(sync_client=True) as prefect:
+        orphan = str(prefect.create_flow_run(gone, tags=tags).id)
     listing = client.get("/jobs?f=json&limit=1000")
     assert listing.status_code == 200
     assert orphan not in {job["jobID"] for job in listing.json["jobs"]}
