@@ -158,7 +158,8 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = config.parent / "server.log"
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 300) -> None:
+        # (the server answers once its Prefect side is ready: a new database migrates first)
         env = {
             **os.environ,
             "PYGEOAPI_CONFIG": str(self.config),

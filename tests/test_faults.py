@@ -153,9 +153,17 @@ def _embedded_api(server: Any) -> psutil.Process:
     """The embedded Prefect API's process: the web server's uvicorn child."""
     assert server.process is not None
     family = psutil.Process(server.process.pid).children(recursive=True)
-    apis = [process for process in family if "uvicorn" in " ".join(process.cmdline())]
+    apis = [process for process in family if "uvicorn" in _command(process)]
     assert len(apis) == 1, family
     return apis[0]
+
+
+def _command(process: psutil.Process) -> str:
+    """A process's command line; empty for one that is gone or a zombie (a killed API)."""
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return ""
 
 
 def _api_access(api: psutil.Process, home: Path) -> tuple[str, dict[str, str]]:
