@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.conftest import submit, wait_until_final
+from tests.conftest import job_status, submit, wait_until_final
 
 
 def _page(client: Any, url: str) -> dict[str, Any]:
@@ -83,3 +84,35 @@ def test_job_of_a_removed_process_is_no_job_of_this_server(manager: Any, client:
     assert orphan not in {job["jobID"] for job in listing.json["jobs"]}
     assert client.get(f"/jobs/{orphan}?f=json").status_code == 404
     assert client.delete(f"/jobs/{orphan}").status_code == 404
+
+
+def test_a_job_awaiting_a_retry_is_running_when_read_and_when_filtered(
+    manager: Any, client: Any
+) -> None:
+    # Between two attempts a flow run waits in AwaitingRetry, a SCHEDULED state: the job
+    # has started, so it reads as running, and the status filter agrees.
+    from prefect.client.orchestration import get_client
+    from prefect.states import AwaitingRetry
+    from pygeoapi.util import JobStatus
+
+    from pygeoapi_prefect.jobs import JobQuery
+
+    job_id = manager.add_job({"process_id": "echo"})
+    later = datetime.now(UTC) + timedelta(hours=1)
+    with get_client(sync_client=True) as prefect:
+        prefect.set_flow_run_state(job_id, AwaitingRetry(scheduled_time=later), force=True)
+    try:
+        assert job_status(client, job_id)["status"] == "running"
+
+        def listed(*statuses: JobStatus) -> bool:
+            jobs, _ = manager.find_jobs(JobQuery(statuses=statuses, limit=1000))
+            return job_id in {job["identifier"] for job in jobs}
+
+        running = manager.get_jobs(status="running", limit=1000)["jobs"]
+        assert job_id in {job["identifier"] for job in running}
+        accepted = manager.get_jobs(status="accepted", limit=1000)["jobs"]
+        assert job_id not in {job["identifier"] for job in accepted}
+        assert listed(JobStatus.running, JobStatus.failed)
+        assert not listed(JobStatus.accepted, JobStatus.successful)
+    finally:
+        manager.delete_job(job_id)

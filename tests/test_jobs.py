@@ -3,36 +3,8 @@
 import uuid
 
 import pytest
-from prefect.client.schemas.objects import StateType
-from pygeoapi.util import JobStatus
 
-from pygeoapi_prefect.jobs import parse_job_id, to_job_status
-
-
-@pytest.mark.parametrize(
-    ("state_type", "name", "expected"),
-    [
-        (StateType.SCHEDULED, "Scheduled", JobStatus.accepted),
-        (StateType.SCHEDULED, "Late", JobStatus.accepted),
-        (StateType.PENDING, "Pending", JobStatus.accepted),
-        (StateType.SCHEDULED, "AwaitingRetry", JobStatus.running),
-        (StateType.RUNNING, "Running", JobStatus.running),
-        (StateType.RUNNING, "Retrying", JobStatus.running),
-        (StateType.PAUSED, "Paused", JobStatus.running),
-        (StateType.CANCELLING, "Cancelling", JobStatus.running),
-        (StateType.COMPLETED, "Completed", JobStatus.successful),
-        (StateType.FAILED, "Failed", JobStatus.failed),
-        (StateType.CRASHED, "Crashed", JobStatus.failed),
-        (StateType.CANCELLED, "Cancelled", JobStatus.dismissed),
-    ],
-)
-def test_state_maps_to_status(state_type: StateType, name: str, expected: JobStatus) -> None:
-    assert to_job_status(state_type, name) == expected
-
-
-def test_every_state_type_has_a_status() -> None:
-    for state_type in StateType:
-        assert isinstance(to_job_status(state_type, None), JobStatus)
+from pygeoapi_prefect.jobs import parse_job_id
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import LogSort
 from pygeoapi.util import DATETIME_FORMAT, JobStatus
 
+from pygeoapi_prefect.status import job_status
+
 __all__ = [
     "JOB_TAG",
     "LABEL_MIMETYPE",
@@ -38,7 +40,6 @@ __all__ = [
     "process_id_of",
     "process_tag",
     "server_tag",
-    "to_job_status",
 ]
 
 JOB_TAG = "pygeoapi"
@@ -52,8 +53,6 @@ SERVER_TAG_PREFIX = "pygeoapi-server:"
 
 LABEL_MIMETYPE = "pygeoapi.mimetype"
 """Flow-run label holding the media type of a finished job's result."""
-
-_RUNNING_SCHEDULED_NAMES = {"AwaitingRetry", "Retrying"}
 
 _ERROR_LOG_LIMIT = 200
 """The most ERROR-level log lines read for a page of crashed jobs (one Prefect page)."""
@@ -167,29 +166,6 @@ def parse_job_id(job_id: Any) -> uuid.UUID | None:
     return parsed if str(parsed) == job_id.lower() else None
 
 
-def to_job_status(state_type: StateType | None, state_name: str | None) -> JobStatus:
-    """Map a Prefect state to an OGC job status.
-
-    Args:
-        state_type: The type of the flow run's state.
-        state_name: The name of the flow run's state (AwaitingRetry is a SCHEDULED state).
-
-    Returns:
-        The OGC status.
-    """
-    if state_type in (StateType.SCHEDULED, StateType.PENDING, None):
-        if state_name in _RUNNING_SCHEDULED_NAMES:
-            return JobStatus.running
-        return JobStatus.accepted
-    if state_type in (StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING):
-        return JobStatus.running
-    if state_type == StateType.COMPLETED:
-        return JobStatus.successful
-    if state_type == StateType.CANCELLED:
-        return JobStatus.dismissed
-    return JobStatus.failed
-
-
 def created_of(flow_run: FlowRun) -> dt.datetime | None:
     """When a job was created: the time its flow run was scheduled for.
 
@@ -299,8 +275,9 @@ def job_record(
         `links`).
     """
     state = flow_run.state
-    status = to_job_status(
-        state.type if state else flow_run.state_type, state.name if state else None
+    status = job_status(
+        state.type if state else flow_run.state_type,
+        state.name if state else flow_run.state_name,
     )
     percent, progress_message = progress if progress is not None else (None, None)
     if status == JobStatus.successful:

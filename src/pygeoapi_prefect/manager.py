@@ -44,8 +44,6 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
     FlowRunFilterIdempotencyKey,
     FlowRunFilterStartTime,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
     FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun, FlowRunPolicy, State, StateType
@@ -56,8 +54,6 @@ from prefect.settings import get_current_settings
 from prefect.states import (
     Cancelled,
     Cancelling,
-    Completed,
-    Failed,
     Pending,
     Running,
     Scheduled,
@@ -109,7 +105,6 @@ from pygeoapi_prefect.jobs import (
     process_id_of,
     process_tag,
     server_tag,
-    to_job_status,
 )
 from pygeoapi_prefect.process.base import BasePrefectProcessor, flow_parameters
 from pygeoapi_prefect.progress import read_progress
@@ -121,6 +116,7 @@ from pygeoapi_prefect.results import (
 )
 from pygeoapi_prefect.schemas import ExecuteRequest
 from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings, process_settings_of
+from pygeoapi_prefect.status import job_status, new_state, state_filter
 from pygeoapi_prefect.subscriber import LABEL_SUBSCRIBER, subscriber_labels
 from pygeoapi_prefect.validation import (
     MAX_DEPTH,
@@ -134,15 +130,6 @@ from pygeoapi_prefect.validation import (
 __all__ = ["PrefectManager", "prefect_parameter_limit"]
 
 LOGGER = logging.getLogger(__name__)
-
-_STATUS_STATE_TYPES: dict[JobStatus, list[StateType]] = {
-    JobStatus.accepted: [StateType.SCHEDULED, StateType.PENDING],
-    JobStatus.running: [StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING],
-    JobStatus.successful: [StateType.COMPLETED],
-    JobStatus.failed: [StateType.FAILED, StateType.CRASHED],
-    JobStatus.dismissed: [StateType.CANCELLED],
-}
-
 
 _PREFECT_PAGE = 200
 """The most flow runs the Prefect API returns per request (its default limit)."""
@@ -478,7 +465,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         running = [
             run.id
             for run in flow_runs
-            if to_job_status(run.state_type, run.state_name) == JobStatus.running
+            if job_status(run.state_type, run.state_name) == JobStatus.running
         ]
         progress = read_progress(self.connection.client, running)
         errors = last_errors(self.connection.client, flow_runs)
@@ -516,8 +503,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             return [], 0
         flow_run_filter = FlowRunFilter(tags=tags)
         if query.statuses:
-            types = [t for status in query.statuses for t in _STATUS_STATE_TYPES[status]]
-            flow_run_filter.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=types))
+            flow_run_filter.state = state_filter(query.statuses)
         if query.created_after or query.created_before:
             flow_run_filter.expected_start_time = FlowRunFilterExpectedStartTime(
                 after_=query.created_after, before_=query.created_before
@@ -669,7 +655,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         """
         with self._api():
             flow_run = self._read_job_run(job_id)
-            status = to_job_status(flow_run.state_type, flow_run.state_name)
+            status = job_status(flow_run.state_type, flow_run.state_name)
             if status != JobStatus.successful or flow_run.state is None:
                 raise ResultNotAvailableError(f"Job {job_id} is {status.value}: it has no results")
             try:
@@ -814,19 +800,11 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
     def _given_state(self, status: JobStatus, message: Any, location: Any, mimetype: Any) -> State:
         """The flow-run state of a job a caller records (`add_job`, `update_job`)."""
         text = None if message is None else str(message)
-        if status == JobStatus.successful:
-            output = _read_location(location, mimetype)
-            if output is None:
-                return Completed(message=text)
-            record = persist_output(self._result_storage(ProcessSettings()), output)
-            return Completed(message=text, data=record)
-        states = {
-            JobStatus.accepted: Scheduled,
-            JobStatus.running: Running,
-            JobStatus.failed: Failed,
-            JobStatus.dismissed: Cancelled,
-        }
-        return states[status](message=text)
+        output = _read_location(location, mimetype) if status == JobStatus.successful else None
+        if output is None:
+            return new_state(status, text)
+        record = persist_output(self._result_storage(ProcessSettings()), output)
+        return new_state(status, text, record)
 
     def delete_job(self, job_id: str) -> bool:
         """Dismiss a job, or remove a finished one with its results.
@@ -1103,7 +1081,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             )
         with self._api():
             flow_run = self.connection.client.read_flow_run(run_id)
-            status = to_job_status(flow_run.state_type, flow_run.state_name)
+            status = job_status(flow_run.state_type, flow_run.state_name)
             if status == JobStatus.successful and flow_run.state is not None:
                 try:
                     output = self.results.read(self.connection.client, flow_run.state)
