@@ -43,28 +43,17 @@ from pygeoapi_prefect.raw_results import (
     transmission_modes,
     wants_reshaping,
 )
+from pygeoapi_prefect.schemas import (
+    CONFORMANCE_CLASSES,
+    EXCEPTION_TYPES,
+    REL_LOG,
+    REL_RESULTS,
+)
 from pygeoapi_prefect.validation import InputValidationError, validate_bounds
 
-__all__ = ["CONFORMANCE_CLASSES", "EXCEPTIONS", "create_app", "results_document"]
+__all__ = ["create_app", "results_document"]
 
 LOGGER = logging.getLogger(__name__)
-
-CONF = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
-EXC = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
-REL = "http://www.opengis.net/def/rel/ogc/1.0/"
-
-CONFORMANCE_CLASSES = [f"{CONF}{name}" for name in ("job-list", "dismiss", "callback")]
-"""The classes this mode adds to those pygeoapi declares."""
-
-EXCEPTIONS = {
-    "NoSuchProcess": f"{EXC}no-such-process",
-    "NoSuchJob": f"{EXC}no-such-job",
-    "ResultNotReady": f"{EXC}result-not-ready",
-    "ResultNotAvailable": f"{EXC}result-not-available",
-    "InvalidQueryParameterValue": f"{EXC}invalid-query-parameter-value",
-    "NoSuchOutput": f"{EXC}no-such-output",
-}
-"""pygeoapi's short exception codes and the OGC exception URIs this mode answers with."""
 
 _MAX_LIMIT = 1000
 _DEFAULT_LIMIT = 10
@@ -76,7 +65,7 @@ _TRACEBACK = "Traceback (most recent call last):"
 
 def _problem(status: HTTPStatus, code: str, detail: str) -> Response:
     body = {
-        "type": EXCEPTIONS.get(code, code),
+        "type": EXCEPTION_TYPES.get(code, code),
         "code": code,
         "title": status.phrase,
         "status": int(status),
@@ -248,7 +237,7 @@ class _JobRoutes:
             {"href": job_url, "rel": "monitor", "type": "application/json", "title": "status"},
             {
                 "href": f"{job_url}/logs",
-                "rel": f"{REL}log",
+                "rel": REL_LOG,
                 "type": "application/json",
                 "title": "the job's Prefect logs",
             },
@@ -257,7 +246,7 @@ class _JobRoutes:
             links.append(
                 {
                     "href": f"{job_url}/results",
-                    "rel": f"{REL}results",
+                    "rel": REL_RESULTS,
                     "type": job["mimetype"],
                     "title": "results",
                 }
@@ -726,8 +715,8 @@ def create_app() -> Flask:
             document = json.loads(response.get_data())
         except (json.JSONDecodeError, UnicodeDecodeError):
             return response
-        if isinstance(document, dict) and document.get("type") in EXCEPTIONS:
-            document["type"] = EXCEPTIONS[document["type"]]
+        if isinstance(document, dict) and document.get("type") in EXCEPTION_TYPES:
+            document["type"] = EXCEPTION_TYPES[document["type"]]
             response.set_data(json.dumps(document))
         return response
 

@@ -23,11 +23,12 @@ from urllib.parse import quote
 
 from werkzeug.wrappers import Response
 
+from pygeoapi_prefect.schemas import REL_RESULTS
+
 __all__ = ["output_body", "raw_response", "transmission_modes", "wants_reshaping"]
 
 VALUE = "value"
 REFERENCE = "reference"
-_RESULTS_REL = "http://www.opengis.net/def/rel/ogc/1.0/results"
 
 
 def transmission_modes(requested: Any, defined: Mapping[str, Any]) -> dict[str, str]:
@@ -100,7 +101,7 @@ def raw_response(
     if all(modes[name] == REFERENCE for name in returned):
         response = Response(status=204)
         for name in returned:
-            response.headers.add("Link", f'<{hrefs[name]}>; rel="{_RESULTS_REL}"; title="{name}"')
+            response.headers.add("Link", f'<{hrefs[name]}>; rel="{REL_RESULTS}"; title="{name}"')
         return response
     boundary = uuid.uuid4().hex
     parts: list[bytes] = []

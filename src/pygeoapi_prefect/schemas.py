@@ -1,8 +1,9 @@
-"""Pydantic models of the OGC API - Processes documents this package reads and writes.
+"""The OGC API - Processes documents this package reads and writes, and the OGC URIs.
 
-Field names follow the JSON of the standard (Part 1, 1.0): `jobControlOptions`,
-`minOccurs`, `jobID`... Models accept unknown members (the standard allows extensions)
-and serialise by alias.
+Pydantic models, whose field names follow the JSON of the standard (Part 1, 1.0):
+`jobControlOptions`, `minOccurs`, `jobID`... Models accept unknown members (the standard
+allows extensions) and serialise by alias. Every document this package answers with (a
+job's status info, a job list, an exception) is rendered here, by `to_json_dict`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CONFORMANCE_CLASSES",
+    "EXCEPTION_TYPES",
+    "REL_LOG",
+    "REL_RESULTS",
     "ExceptionDocument",
     "ExecuteRequest",
     "InputDescription",
@@ -27,6 +32,32 @@ __all__ = [
     "Subscriber",
     "TransmissionMode",
 ]
+
+_CONFORMANCE = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
+_EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
+_REL = "http://www.opengis.net/def/rel/ogc/1.0/"
+
+REL_LOG = f"{_REL}log"
+"""The link relation of a job's logs."""
+
+REL_RESULTS = f"{_REL}results"
+"""The link relation of a job's results (and of one output by reference)."""
+
+CONFORMANCE_CLASSES = [f"{_CONFORMANCE}{name}" for name in ("job-list", "dismiss", "callback")]
+"""The conformance classes full conformance mode adds to those pygeoapi declares."""
+
+EXCEPTION_TYPES = {
+    code: f"{_EXCEPTIONS}{name}"
+    for code, name in (
+        ("NoSuchProcess", "no-such-process"),
+        ("NoSuchJob", "no-such-job"),
+        ("ResultNotReady", "result-not-ready"),
+        ("ResultNotAvailable", "result-not-available"),
+        ("InvalidQueryParameterValue", "invalid-query-parameter-value"),
+        ("NoSuchOutput", "no-such-output"),
+    )
+}
+"""pygeoapi's short exception codes and the OGC exception type URIs full mode answers with."""
 
 
 class _Document(BaseModel):
