@@ -48,6 +48,7 @@ from pygeoapi_prefect.schemas import (
     EXCEPTION_TYPES,
     REL_LOG,
     REL_RESULTS,
+    ExceptionDocument,
 )
 from pygeoapi_prefect.validation import InputValidationError, validate_bounds
 
@@ -64,15 +65,15 @@ _TRACEBACK = "Traceback (most recent call last):"
 
 
 def _problem(status: HTTPStatus, code: str, detail: str) -> Response:
-    body = {
-        "type": EXCEPTION_TYPES.get(code, code),
-        "code": code,
-        "title": status.phrase,
-        "status": int(status),
-        "description": detail,
-        "detail": detail,
-    }
-    return Response(json.dumps(body), status=int(status), mimetype="application/json")
+    document = ExceptionDocument(
+        type=EXCEPTION_TYPES.get(code, code),
+        code=code,
+        title=status.phrase,
+        status=int(status),
+        description=detail,
+        detail=detail,
+    )
+    return Response(document.to_json(), status=int(status), mimetype="application/json")
 
 
 class _BadQuery(ValueError):

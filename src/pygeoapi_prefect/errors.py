@@ -11,7 +11,6 @@ renders it on execute too.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +22,8 @@ from prefect.exceptions import PrefectHTTPStatusError
 from pygeoapi.process.base import ProcessorExecuteError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
+
+from pygeoapi_prefect.schemas import ExceptionDocument
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,17 +60,17 @@ class OGCHTTPError(HTTPException):
 
     def get_response(self, environ: Any = None, scope: Any = None) -> Response:
         """Return the JSON response Flask sends for this error."""
-        body = {
-            "type": self.ogc_exception_code,
-            "code": self.ogc_exception_code,
-            "status": int(self.http_status_code),
-            "description": self.description,
-        }
+        document = ExceptionDocument(
+            type=self.ogc_exception_code,
+            code=self.ogc_exception_code,
+            status=int(self.http_status_code),
+            description=self.description,
+        )
         headers = dict(self.headers)
         if self.http_status_code == HTTPStatus.SERVICE_UNAVAILABLE:
             headers.setdefault("Retry-After", "5")
         return Response(
-            json.dumps(body),
+            document.to_json(),
             status=int(self.http_status_code),
             headers=list(headers.items()),
             mimetype="application/json",

@@ -114,7 +114,7 @@ from pygeoapi_prefect.results import (
     ResultUnavailableError,
     persist_output,
 )
-from pygeoapi_prefect.schemas import ExecuteRequest
+from pygeoapi_prefect.schemas import ExceptionDocument, ExecuteRequest
 from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings, process_settings_of
 from pygeoapi_prefect.status import job_status, new_state, state_filter
 from pygeoapi_prefect.subscriber import LABEL_SUBSCRIBER, subscriber_labels
@@ -1097,7 +1097,9 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         code = "InvalidParameterValue"
         return (
             "application/json",
-            {"type": code, "code": code, "description": f"Error executing process: {message}"},
+            ExceptionDocument(
+                type=code, code=code, description=f"Error executing process: {message}"
+            ).to_json_dict(),
             JobStatus.failed,
         )
 

@@ -8,6 +8,7 @@ job's status info, a job list, an exception) is rendered here, by `to_json_dict`
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -63,9 +64,23 @@ EXCEPTION_TYPES = {
 class _Document(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    def to_json_dict(self) -> dict[str, Any]:
-        """Return the document as JSON-ready data, by alias, without unset optionals."""
+    def to_json_dict(self, *, exclude_unset: bool = False) -> dict[str, Any]:
+        """Return the document as JSON-ready data, by alias.
+
+        Args:
+            exclude_unset: Leave out only the members not given, so that a None given is
+                a JSON null; by default every member that is None is left out.
+
+        Returns:
+            The document's members, in the order of the model's fields.
+        """
+        if exclude_unset:
+            return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_json(self) -> str:
+        """Return the document as the JSON text of a response body (`to_json_dict`)."""
+        return json.dumps(self.to_json_dict())
 
 
 class JobControlOption(StrEnum):
@@ -230,10 +245,13 @@ class JobList(_Document):
 
 
 class ExceptionDocument(_Document):
-    """An OGC exception (RFC 7807 problem details)."""
+    """An OGC exception: RFC 7807 problem details, with pygeoapi's `code` and `description`."""
 
-    type: str = Field(description="The exception type URI or code.")
+    type: str = Field(description="The exception type URI, or pygeoapi's short code.")
+    code: str | None = Field(default=None, description="pygeoapi's short exception code.")
     title: str | None = Field(default=None, description="Short summary.")
     status: int | None = Field(default=None, description="The HTTP status code.")
-    detail: str | None = Field(default=None, description="What went wrong.")
-    instance: str | None = Field(default=None, description="The URI of this occurrence.")
+    description: str | None = Field(
+        default=None, description="What went wrong (the member pygeoapi sends)."
+    )
+    detail: str | None = Field(default=None, description="What went wrong (RFC 7807's member).")
