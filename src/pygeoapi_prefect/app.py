@@ -49,6 +49,10 @@ from pygeoapi_prefect.schemas import (
     REL_LOG,
     REL_RESULTS,
     ExceptionDocument,
+    JobList,
+    Link,
+    StatusCode,
+    StatusInfo,
 )
 from pygeoapi_prefect.validation import InputValidationError, validate_bounds
 
@@ -231,42 +235,42 @@ class _JobRoutes:
         self.base_url = base_url.rstrip("/")
         self.max_body = max_body
 
-    def status_info(self, job: dict[str, Any]) -> dict[str, Any]:
+    def status_info(self, job: dict[str, Any]) -> StatusInfo:
         job_url = f"{self.base_url}/jobs/{job['identifier']}"
         links = [
-            {"href": job_url, "rel": "self", "type": "application/json", "title": "this job"},
-            {"href": job_url, "rel": "monitor", "type": "application/json", "title": "status"},
-            {
-                "href": f"{job_url}/logs",
-                "rel": REL_LOG,
-                "type": "application/json",
-                "title": "the job's Prefect logs",
-            },
+            Link(href=job_url, rel="self", type="application/json", title="this job"),
+            Link(href=job_url, rel="monitor", type="application/json", title="status"),
+            Link(
+                href=f"{job_url}/logs",
+                rel=REL_LOG,
+                type="application/json",
+                title="the job's Prefect logs",
+            ),
         ]
         if job["status"] == JobStatus.successful.value:
             links.append(
-                {
-                    "href": f"{job_url}/results",
-                    "rel": REL_RESULTS,
-                    "type": job["mimetype"],
-                    "title": "results",
-                }
+                Link(
+                    href=f"{job_url}/results",
+                    rel=REL_RESULTS,
+                    type=job["mimetype"],
+                    title="results",
+                )
             )
-        links += job.get("links") or []  # (its flow-run page in the Prefect UI)
-        info = {
-            "jobID": job["identifier"],
-            "processID": job["process_id"],
-            "type": "process",
-            "status": job["status"],
-            "message": job["message"],
-            "progress": job["progress"],
-            "created": job["created"],
-            "started": job["started"],
-            "finished": job["finished"],
-            "updated": job["updated"],
-            "links": links,
-        }
-        return {key: value for key, value in info.items() if value is not None}
+        # (its flow-run page in the Prefect UI)
+        links += [Link.model_validate(link) for link in job.get("links") or []]
+        return StatusInfo(
+            job_id=job["identifier"],
+            process_id=job["process_id"],
+            type=job["type"],
+            status=job["status"],
+            message=job["message"],
+            progress=job["progress"],
+            created=job["created"],
+            started=job["started"],
+            finished=job["finished"],
+            updated=job["updated"],
+            links=links,
+        )
 
     def _json(self, body: Any, status: int = 200) -> Response:
         return Response(json.dumps(body), status=status, mimetype="application/json")
@@ -277,7 +281,7 @@ class _JobRoutes:
         if request.method == "DELETE":
             return self.dismiss(job_id)
         try:
-            return self._json(self.status_info(self.manager.get_job(job_id)))
+            return self._json(self.status_info(self.manager.get_job(job_id)).to_json_dict())
         except JobNotFoundError:
             return _problem(HTTPStatus.NOT_FOUND, "NoSuchJob", f"no job {job_id[:64]!r}")
 
@@ -294,29 +298,23 @@ class _JobRoutes:
             return f"{url}?{urlencode([*params, ('offset', str(offset))])}"
 
         links = [
-            {"href": page(query.offset), "rel": "self", "type": "application/json"},
-            {"href": f"{url}?f=html", "rel": "alternate", "type": "text/html"},
+            Link(href=page(query.offset), rel="self", type="application/json"),
+            Link(href=f"{url}?f=html", rel="alternate", type="text/html"),
         ]
         limit = query.limit or _DEFAULT_LIMIT
         if query.offset + len(jobs) < matched:
-            links.append(
-                {"href": page(query.offset + limit), "rel": "next", "type": "application/json"}
-            )
+            links.append(Link(href=page(query.offset + limit), rel="next", type="application/json"))
         if query.offset > 0:
             links.append(
-                {
-                    "href": page(max(0, query.offset - limit)),
-                    "rel": "prev",
-                    "type": "application/json",
-                }
+                Link(href=page(max(0, query.offset - limit)), rel="prev", type="application/json")
             )
-        body = {
-            "jobs": [self.status_info(job) for job in jobs],
-            "links": links,
-            "numberMatched": matched,
-            "numberReturned": len(jobs),
-        }
-        return self._json(body)
+        body = JobList(
+            jobs=[self.status_info(job) for job in jobs],
+            links=links,
+            number_matched=matched,
+            number_returned=len(jobs),
+        )
+        return self._json(body.to_json_dict())
 
     def dismiss(self, job_id: str) -> Response:
         # Each read on its own (not batched): a job that breaks batched reads can go.
@@ -328,10 +326,14 @@ class _JobRoutes:
         if job["status"] in (JobStatus.accepted.value, JobStatus.running.value):
             with suppress(JobNotFoundError):
                 job = self.manager.read_job(job_id)
-        info = self.status_info(job)
-        info.update(status=JobStatus.dismissed.value, message="Job dismissed")
-        info["links"] = [{"href": f"{self.base_url}/jobs", "rel": "up", "type": "application/json"}]
-        return self._json(info)
+        info = self.status_info(job).model_copy(
+            update={
+                "status": StatusCode.DISMISSED,
+                "message": "Job dismissed",
+                "links": [Link(href=f"{self.base_url}/jobs", rel="up", type="application/json")],
+            }
+        )
+        return self._json(info.to_json_dict())
 
     def _finished_output(self, job_id: str) -> tuple[dict[str, Any], str | None, Any] | Response:
         """A successful job and its output (mimetype, value), or why there is none."""

@@ -9,7 +9,6 @@ job's status info, a job list, an exception) is rendered here, by `to_json_dict`
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -219,18 +218,21 @@ class ExecuteRequest(_Document):
 
 
 class StatusInfo(_Document):
-    """The status of a job (`GET /jobs/{jobID}`)."""
+    """The status of a job (`GET /jobs/{jobID}`, and the body of a job's callbacks).
+
+    Times are RFC 3339 text, as the job records pygeoapi reads hold them.
+    """
 
     job_id: str = Field(alias="jobID", description="The job id.")
     process_id: str | None = Field(default=None, alias="processID", description="Its process.")
-    type: Literal["process"] = Field(default="process", description="Always `process`.")
+    type: Literal["process"] = Field(description="Always `process`.")
     status: StatusCode = Field(description="The job's status.")
     message: str | None = Field(default=None, description="What the job is doing, or why not.")
-    created: datetime | None = Field(default=None, description="When the job was created.")
-    started: datetime | None = Field(default=None, description="When it started running.")
-    finished: datetime | None = Field(default=None, description="When it finished.")
-    updated: datetime | None = Field(default=None, description="When its status last changed.")
     progress: int | None = Field(default=None, ge=0, le=100, description="Percent done.")
+    created: str | None = Field(default=None, description="When the job was created.")
+    started: str | None = Field(default=None, description="When it started running.")
+    finished: str | None = Field(default=None, description="When it finished.")
+    updated: str | None = Field(default=None, description="When its status last changed.")
     links: list[Link] = Field(default_factory=list, description="Links about the job.")
 
 
@@ -241,6 +243,9 @@ class JobList(_Document):
     links: list[Link] = Field(default_factory=list, description="self, next, prev links.")
     number_matched: int | None = Field(
         default=None, alias="numberMatched", description="How many jobs match in all."
+    )
+    number_returned: int | None = Field(
+        default=None, alias="numberReturned", description="How many jobs this page holds."
     )
 
 

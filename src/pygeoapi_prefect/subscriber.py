@@ -34,6 +34,7 @@ from pygeoapi_prefect.callbacks import (
 )
 from pygeoapi_prefect.jobs import process_id_of
 from pygeoapi_prefect.results import as_job_output
+from pygeoapi_prefect.schemas import StatusCode, StatusInfo
 
 __all__ = [
     "DELIVERY_GRACE",
@@ -104,15 +105,16 @@ def _subscriber(flow_run: FlowRun) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _status_info(flow_run: FlowRun, status: str, message: str | None) -> dict[str, Any]:
-    return {
-        "jobID": str(flow_run.id),
-        "processID": process_id_of(flow_run),
-        "type": "process",
-        "status": status,
-        "message": message,
-        "updated": datetime.now(UTC).isoformat(),
-    }
+def _status_info(flow_run: FlowRun, status: StatusCode, message: str | None) -> dict[str, Any]:
+    """The status info a callback sends: what is given, a None as null."""
+    return StatusInfo(
+        job_id=str(flow_run.id),
+        process_id=process_id_of(flow_run),
+        type="process",
+        status=status,
+        message=message,
+        updated=datetime.now(UTC).isoformat(),
+    ).to_json_dict(exclude_unset=True)
 
 
 def _deliver(flow_run: FlowRun, which: str, payload: Any) -> None:
@@ -173,7 +175,7 @@ def _wait_for_deliveries() -> None:
 
 
 def _on_running(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
-    _deliver(flow_run, "inProgressUri", _status_info(flow_run, "running", state.message))
+    _deliver(flow_run, "inProgressUri", _status_info(flow_run, StatusCode.RUNNING, state.message))
 
 
 def _on_completion(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
@@ -198,7 +200,7 @@ def notify_failed(flow_run: FlowRun, message: str | None) -> None:
         flow_run: The job's flow run.
         message: Why it failed.
     """
-    _deliver(flow_run, "failedUri", _status_info(flow_run, "failed", message))
+    _deliver(flow_run, "failedUri", _status_info(flow_run, StatusCode.FAILED, message))
 
 
 def attach_hooks(flow: Flow[..., Any]) -> Flow[..., Any]:
