@@ -117,7 +117,7 @@ from pygeoapi_prefect.results import (
 from pygeoapi_prefect.schemas import ExceptionDocument, ExecuteRequest
 from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings, process_settings_of
 from pygeoapi_prefect.status import job_status, new_state, state_filter
-from pygeoapi_prefect.subscriber import LABEL_SUBSCRIBER, subscriber_labels
+from pygeoapi_prefect.subscriber import LABEL_SUBSCRIBER, subscriber_document, subscriber_labels
 from pygeoapi_prefect.validation import (
     MAX_DEPTH,
     InputValidationError,
@@ -912,7 +912,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
                     "inputs": inputs,
                     "outputs": requested_outputs,
                     "response": response,
-                    "subscriber": _subscriber_document(subscriber),
+                    "subscriber": subscriber_document(subscriber),
                 },
                 prefect_parameter_limit(),
             )
@@ -1134,17 +1134,6 @@ def _read_location(location: Any, mimetype: Any) -> JobOutput | None:
     except (OSError, ValueError) as err:
         LOGGER.warning("The output of a recorded job cannot be read from %s: %s", path, err)
         return None
-
-
-def _subscriber_document(subscriber: Subscriber | None) -> dict[str, Any] | None:
-    """The `subscriber` of an execute request, as pygeoapi parsed it."""
-    if subscriber is None:
-        return None
-    return {
-        "successUri": subscriber.success_uri,
-        "inProgressUri": subscriber.in_progress_uri,
-        "failedUri": subscriber.failed_uri,
-    }
 
 
 def _check_parameters(parameters: dict[str, Any]) -> None:

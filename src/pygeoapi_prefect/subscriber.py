@@ -35,12 +35,14 @@ from pygeoapi_prefect.callbacks import (
 from pygeoapi_prefect.jobs import process_id_of
 from pygeoapi_prefect.results import as_job_output
 from pygeoapi_prefect.schemas import StatusCode, StatusInfo
+from pygeoapi_prefect.schemas import Subscriber as SubscriberDocument
 
 __all__ = [
     "DELIVERY_GRACE",
     "LABEL_SUBSCRIBER",
     "attach_hooks",
     "notify_failed",
+    "subscriber_document",
     "subscriber_labels",
 ]
 
@@ -62,6 +64,24 @@ _pending_lock = threading.Lock()
 _exit_hook: list[bool] = []
 
 
+def subscriber_document(subscriber: Subscriber | None) -> dict[str, Any] | None:
+    """The `subscriber` of an execute request, as pygeoapi parsed it, as JSON.
+
+    Args:
+        subscriber: The subscriber pygeoapi parsed, if any.
+
+    Returns:
+        `successUri`, `inProgressUri` and `failedUri` (null when not given), or None.
+    """
+    if subscriber is None:
+        return None
+    return SubscriberDocument(
+        success_uri=subscriber.success_uri,
+        in_progress_uri=subscriber.in_progress_uri,
+        failed_uri=subscriber.failed_uri,
+    ).to_json_dict(exclude_unset=True)
+
+
 def subscriber_labels(subscriber: Subscriber | None, allow: list[str]) -> dict[str, str]:
     """Check a subscriber's URLs and return the flow-run labels that record them.
 
@@ -75,13 +95,9 @@ def subscriber_labels(subscriber: Subscriber | None, allow: list[str]) -> dict[s
     Raises:
         CallbackURLError: When a URL is malformed or refused.
     """
-    if subscriber is None:
+    uris = subscriber_document(subscriber)
+    if uris is None:
         return {}
-    uris = {
-        "successUri": subscriber.success_uri,
-        "inProgressUri": subscriber.in_progress_uri,
-        "failedUri": subscriber.failed_uri,
-    }
     for name, uri in uris.items():
         if uri is not None:
             try:
