@@ -23,15 +23,12 @@ from urllib.parse import quote
 
 from werkzeug.wrappers import Response
 
-from pygeoapi_prefect.schemas import REL_RESULTS
+from pygeoapi_prefect.schemas import REL_RESULTS, TransmissionMode
 
 __all__ = ["output_body", "raw_response", "transmission_modes", "wants_reshaping"]
 
-VALUE = "value"
-REFERENCE = "reference"
 
-
-def transmission_modes(requested: Any, defined: Mapping[str, Any]) -> dict[str, str]:
+def transmission_modes(requested: Any, defined: Mapping[str, Any]) -> dict[str, TransmissionMode]:
     """How each output a job returns is sent: `value` or `reference`.
 
     Args:
@@ -43,17 +40,19 @@ def transmission_modes(requested: Any, defined: Mapping[str, Any]) -> dict[str, 
     """
     if isinstance(requested, Mapping) and requested:
         return {str(name): _mode(spec) for name, spec in requested.items()}
-    return {str(name): VALUE for name in defined}
+    return {str(name): TransmissionMode.VALUE for name in defined}
 
 
-def _mode(spec: Any) -> str:
+def _mode(spec: Any) -> TransmissionMode:
     mode = spec.get("transmissionMode") if isinstance(spec, Mapping) else None
-    return REFERENCE if mode == REFERENCE else VALUE
+    return (
+        TransmissionMode.REFERENCE if mode == TransmissionMode.REFERENCE else TransmissionMode.VALUE
+    )
 
 
-def wants_reshaping(modes: Mapping[str, str]) -> bool:
+def wants_reshaping(modes: Mapping[str, TransmissionMode]) -> bool:
     """Whether a raw response is more than one output by value (pygeoapi's own answer)."""
-    return len(modes) > 1 or REFERENCE in modes.values()
+    return len(modes) > 1 or TransmissionMode.REFERENCE in modes.values()
 
 
 def output_body(value: Any, definition: Mapping[str, Any]) -> tuple[bytes, str]:
@@ -81,7 +80,7 @@ def output_body(value: Any, definition: Mapping[str, Any]) -> tuple[bytes, str]:
 
 def raw_response(
     values: Mapping[str, Any],
-    modes: Mapping[str, str],
+    modes: Mapping[str, TransmissionMode],
     defined: Mapping[str, Any],
     job_url: str,
 ) -> Response:
@@ -98,7 +97,7 @@ def raw_response(
     """
     returned = [name for name in modes if name in values and name in defined]
     hrefs = {name: f"{job_url}/results/{quote(name, safe='')}" for name in returned}
-    if all(modes[name] == REFERENCE for name in returned):
+    if all(modes[name] == TransmissionMode.REFERENCE for name in returned):
         response = Response(status=204)
         for name in returned:
             response.headers.add("Link", f'<{hrefs[name]}>; rel="{REL_RESULTS}"; title="{name}"')
@@ -108,7 +107,7 @@ def raw_response(
     root_type = ""
     for name in returned:
         headers = [f"Content-ID: <{name}>"]
-        if modes[name] == REFERENCE:
+        if modes[name] == TransmissionMode.REFERENCE:
             body, media = b"", "application/octet-stream"
             headers.append(f"Content-Location: {hrefs[name]}")
         else:
