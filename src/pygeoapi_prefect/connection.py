@@ -221,7 +221,6 @@ class PrefectConnection:
         self._write_timeout = write_timeout
         self._listeners: list[Callable[[str], None]] = []
         self._stopping = threading.Event()
-        self.embedded = False
         self.ui_url: str | None = None
         """The embedded API's Prefect UI, once it serves one."""
         self.auth_string: str | None = None
@@ -262,7 +261,6 @@ class PrefectConnection:
             server = start_embedded_api(self._database)
         except (RuntimeError, OSError) as err:
             raise PrefectUnavailableError(f"the embedded Prefect API did not start: {err}") from err
-        self.embedded = True
         if server.ui_enabled:
             self.ui_url = server.address
             # (at WARNING, so that pygeoapi's default log level shows it)
@@ -324,10 +322,3 @@ class PrefectConnection:
                     client.__enter__()
                     self._client = client
         return self._client
-
-    def close(self) -> None:
-        """Close the client; a later use opens a new one."""
-        with self._lock:
-            if self._client is not None:
-                self._client.__exit__(None, None, None)
-                self._client = None
