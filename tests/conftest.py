@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,11 +28,36 @@ TERMINAL = {"successful", "failed", "dismissed"}
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
 
+_MIGRATED: list[Path] = []
+"""A copy of a new Prefect database, already at Prefect's newest migration (see below)."""
+
+
 @pytest.fixture(scope="session", autouse=True)
-def prefect_api() -> Iterator[str]:
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prefect API (SQLite, in a subprocess) for the whole session."""
     with prefect_test_harness(server_startup_timeout=90):
+        # The harness's database is new and migrated: copied before any test writes to it,
+        # it saves each embedded-default server of the tests Prefect's hundred migrations.
+        harness = PREFECT_API_DATABASE_CONNECTION_URL.value().removeprefix("sqlite+aiosqlite:///")
+        copy = tmp_path_factory.mktemp("migrated") / "prefect.db"
+        with sqlite3.connect(harness) as source, sqlite3.connect(copy) as target:
+            source.backup(target)
+        _MIGRATED.append(copy)
         yield str(PREFECT_API_URL.value())
+
+
+def migrated_home(home: Path) -> str:
+    """Make `home` a PREFECT_HOME whose database is at Prefect's newest migration already.
+
+    For tests of the embedded default that are not about its first start (a new database's
+    migrations take 10-20 s; `test_cold_start` keeps them).
+
+    Returns:
+        `home`, as a string for `PREFECT_HOME`.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_MIGRATED[0], home / "prefect.db")
+    return str(home)
 
 
 def free_port() -> int:

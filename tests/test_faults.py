@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import TERMINAL, wait_for
+from tests.conftest import TERMINAL, migrated_home, wait_for
 
 
 def _submit(url: str, process_id: str, inputs: dict[str, Any]) -> str | None:
@@ -141,7 +141,7 @@ SLOW_STARTS = pytest.mark.timeout(900)
 def _embedded_env(tmp_path: Path) -> dict[str, str]:
     return {
         "PREFECT_API_URL": "",
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_HOME": migrated_home(tmp_path / "prefect-home"),
         # (a cold start on a loaded machine can outlast Prefect's default 20 s)
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }

@@ -15,7 +15,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import PYGEOAPI, ROOT, Server, free_port, wait_for, write_config
+from tests.conftest import (
+    PYGEOAPI,
+    ROOT,
+    Server,
+    free_port,
+    migrated_home,
+    wait_for,
+    write_config,
+)
 
 
 def _broken_config(directory: Path, change: Any) -> Path:
@@ -81,7 +89,7 @@ def test_a_tinydb_style_connection_path_keeps_the_embedded_database_there(
     database = tmp_path / "pygeoapi-process-manager.db"
     env = {
         "PREFECT_API_URL": "",
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_HOME": migrated_home(tmp_path / "prefect-home"),
         # a fresh database migrates first; on a loaded machine that can outlast Prefect's 20 s
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
     }

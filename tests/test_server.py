@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import psutil
 
-from tests.conftest import free_port
+from tests.conftest import free_port, migrated_home
 
 
 def _wait_final(url: str, timeout: float = 60) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def test_embedded_default_runs_jobs_and_keeps_them_across_a_restart(
     server_factory: Any, tmp_path: Path
 ) -> None:
     """No Prefect server, no PREFECT_API_URL: the pygeoapi process runs everything."""
-    env = {"PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env = {"PREFECT_API_URL": "", "PREFECT_HOME": migrated_home(tmp_path / "prefect-home")}
     server = server_factory(env=env)
     server.start()
     sync = httpx.post(

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.conformance.conftest import FullServer
-from tests.conftest import TERMINAL, free_port, wait_for, write_config
+from tests.conftest import TERMINAL, free_port, migrated_home, wait_for, write_config
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -74,7 +74,9 @@ def test_status_document_links_to_the_flow_run_page(browser: Any, tmp_path: Path
     from selenium.webdriver.support.ui import WebDriverWait
 
     config = write_config(tmp_path, port=free_port())
-    server = FullServer(config, {"PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "home")})
+    server = FullServer(
+        config, {"PREFECT_API_URL": "", "PREFECT_HOME": migrated_home(tmp_path / "home")}
+    )
     try:
         server.start(timeout=300)
         # The UI's address is in the log at start (pygeoapi's default level shows it).
