@@ -34,7 +34,7 @@ typecheck:
 	$(VENV)/mypy
 
 unit:
-	$(VENV)/pytest
+	$(VENV)/pytest -n auto --dist loadfile
 
 docs:
 	$(VENV)/mkdocs build --strict --quiet --site-dir .site

@@ -239,3 +239,30 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield make
     for server in servers:
         server.stop()
+
+
+# -- the conformance table (tests/conformance/conftest.py records each outcome on its report)
+
+_outcomes: dict[tuple[str, str], list[bool]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect the outcomes recorded on reports (of this process, or of xdist's workers)."""
+    for name, value in report.user_properties:
+        if name == "conformance":
+            kind, mode, passed = str(value).split("|")
+            _outcomes.setdefault((kind, mode), []).append(passed == "1")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print passed/total per conformance class and mode (an xfail is not a pass)."""
+    if not _outcomes:
+        return
+    terminalreporter.section("OGC API - Processes conformance, passed/total")
+    for kind in sorted({kind for kind, _ in _outcomes}):
+        cells = []
+        for mode in ("full", "stock"):
+            results = _outcomes.get((kind, mode), [])
+            if results:
+                cells.append(f"{mode} {sum(results)}/{len(results)}")
+        terminalreporter.write_line(f"{kind:26s} " + "   ".join(cells))

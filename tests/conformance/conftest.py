@@ -495,7 +495,6 @@ _CLASS_OF_PREFIX = {
     "test_json_": "json",
     "test_oas_": "oas30",
 }
-_outcomes: dict[tuple[str, str], list[bool]] = {}
 
 
 def _conformance_class(item: pytest.Item) -> str | None:
@@ -521,18 +520,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     callspec = getattr(item, "callspec", None)
     mode = callspec.params.get("mode", "full") if callspec is not None else "full"
     passed = report.passed and not hasattr(report, "wasxfail")
-    _outcomes.setdefault((kind, mode), []).append(passed)
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print passed/total per conformance class and mode (an xfail is not a pass)."""
-    if not _outcomes:
-        return
-    terminalreporter.section("OGC API - Processes conformance, passed/total")
-    for kind in sorted({kind for kind, _ in _outcomes}):
-        cells = []
-        for mode in ("full", "stock"):
-            results = _outcomes.get((kind, mode), [])
-            if results:
-                cells.append(f"{mode} {sum(results)}/{len(results)}")
-        terminalreporter.write_line(f"{kind:26s} " + "   ".join(cells))
+    # (carried on the report, so that pytest-xdist's controller, which prints the summary,
+    # gets it from its workers)
+    report.user_properties.append(("conformance", f"{kind}|{mode}|{int(passed)}"))
