@@ -30,7 +30,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import Server, free_port, write_config
+from tests.conftest import Server, free_port, wait_for, write_config
 
 CONF = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
 EXC = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
@@ -207,27 +207,31 @@ class Api:
 
     def poll(self, job_id: str, timeout: float = 60, interval: float = 0.2) -> list[dict[str, Any]]:
         """H-poll: every status document observed until the job is final."""
-        seen = [self.status(job_id)]
-        deadline = time.monotonic() + timeout
-        while seen[-1]["status"] not in TERMINAL:
-            if time.monotonic() > deadline:
-                pytest.fail(f"job {job_id} not final after {timeout} s: {seen[-1]}")
-            time.sleep(interval)
+        seen: list[dict[str, Any]] = []
+
+        def read() -> dict[str, Any]:
             seen.append(self.status(job_id))
+            return seen[-1]
+
+        wait_for(
+            read,
+            lambda doc: doc["status"] in TERMINAL,
+            timeout,
+            interval,
+            message=f"job {job_id} to be final",
+        )
         return seen
 
     def final(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         return self.poll(job_id, timeout)[-1]
 
     def wait_status(self, job_id: str, wanted: set[str], timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        doc = self.status(job_id)
-        while doc["status"] not in wanted:
-            if time.monotonic() > deadline:
-                pytest.fail(f"job {job_id} never reached {wanted}: {doc}")
-            time.sleep(0.1)
-            doc = self.status(job_id)
-        return doc
+        return wait_for(
+            lambda: self.status(job_id),
+            lambda doc: doc["status"] in wanted,
+            timeout,
+            message=f"job {job_id} to reach {wanted}",
+        )
 
     def jobs_page(self, params: Any = None, url: str | None = None) -> dict[str, Any]:
         response = self.get(url) if url is not None else self.get("/jobs", params=params)
@@ -386,13 +390,13 @@ class Receiver:
         return [call for call in list(self.calls) if call.path == path]
 
     def wait(self, path: str, timeout: float = 30) -> Call:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            calls = self.calls_to(path)
-            if calls:
-                return calls[0]
-            time.sleep(0.05)
-        pytest.fail(f"no callback to {path}; got {[c.path for c in self.calls]}")
+        calls = wait_for(
+            lambda: self.calls_to(path),
+            timeout=timeout,
+            interval=0.05,
+            message=lambda: f"a callback to {path}; got {[c.path for c in self.calls]}",
+        )
+        return calls[0]
 
 
 @pytest.fixture(scope="session")
