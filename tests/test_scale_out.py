@@ -408,7 +408,8 @@ def test_dismiss_stops_the_job_on_the_worker(cluster: Cluster) -> None:
         f"dismissed after {dismissed:.2f} s, its processes gone after {stopped:.2f} s"
     )
     assert cluster.flow_run(job_id).state_type == StateType.CANCELLED
-    time.sleep(2)
+    # The job does not flip later: its processes, the only ones that could complete it,
+    # have ended (waited for above); Prefect refuses a worker's CRASHED on a CANCELLED run.
     with cluster.client() as client:
         states = client.read_flow_run_states(uuid.UUID(job_id))
     assert StateType.COMPLETED not in {state.type for state in states}
