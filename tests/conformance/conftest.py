@@ -13,7 +13,6 @@ variant is a strict xfail, so the suite notices when the gap closes.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -58,16 +57,6 @@ def _manager_knows(option: str) -> bool:
 MAX_BODY_CONFIGURED = _manager_knows("max_body_bytes")
 
 
-def full_mode_available() -> bool:
-    try:
-        result = subprocess.run(
-            [PYGEOAPI_PREFECT, "serve", "--help"], capture_output=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
 def stock_gap(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=f"pygeoapi's API layer: {reason}")
 
@@ -106,11 +95,12 @@ def _make(kind: type[Server], directory: Path, results: Path, prefect_api: str) 
 def servers(
     tmp_path_factory: pytest.TempPathFactory, prefect_api: str
 ) -> Iterator[dict[str, Server]]:
-    """Both servers, started side by side (the full one only if `serve` exists)."""
+    """Both servers, started side by side; one that does not start fails its mode's tests."""
     results = tmp_path_factory.mktemp("results")
-    made = {"stock": _make(Server, tmp_path_factory.mktemp("stock"), results, prefect_api)}
-    if full_mode_available():
-        made["full"] = _make(FullServer, tmp_path_factory.mktemp("full"), results, prefect_api)
+    made = {
+        "stock": _make(Server, tmp_path_factory.mktemp("stock"), results, prefect_api),
+        "full": _make(FullServer, tmp_path_factory.mktemp("full"), results, prefect_api),
+    }
     errors: dict[str, BaseException] = {}
 
     def start(name: str) -> None:
@@ -135,8 +125,6 @@ def servers(
 def _server(servers: dict[str, Any], mode: str) -> Server:
     if f"{mode}-error" in servers:
         raise servers[f"{mode}-error"]
-    if mode not in servers:
-        pytest.skip("`pygeoapi-prefect serve` does not exist yet")
     server: Server = servers[mode]
     return server
 
