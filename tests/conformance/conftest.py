@@ -13,6 +13,7 @@ variant is a strict xfail, so the suite notices when the gap closes.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+import psutil
 import pytest
 import yaml
 
@@ -37,6 +39,7 @@ REL = "http://www.opengis.net/def/rel/ogc/1.0/"
 STATUS = {"accepted", "running", "successful", "failed", "dismissed"}
 TERMINAL = {"successful", "failed", "dismissed"}
 ORDER = {"accepted": 0, "running": 1, "successful": 2, "failed": 2, "dismissed": 2}
+ZOMBIE = psutil.STATUS_ZOMBIE
 
 ROOT = Path(__file__).resolve().parents[2]
 PYGEOAPI_PREFECT = str(Path(sys.executable).parent / "pygeoapi-prefect")
@@ -149,6 +152,7 @@ class Api:
     mode: str
     base: str
     http: httpx.Client
+    server: Server
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         kwargs.setdefault("headers", {"Accept": "application/json"})
@@ -221,6 +225,35 @@ class Api:
             message=f"job {job_id} to reach {wanted}",
         )
 
+    def job_processes(self) -> set[psutil.Process]:
+        """The job processes the server runs now: its descendants that lead a process group."""
+        assert self.server.process is not None
+        try:
+            descendants = psutil.Process(self.server.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return set()
+        found = set()
+        for process in descendants:
+            try:
+                if os.getpgid(process.pid) == process.pid and process.status() != ZOMBIE:
+                    found.add(process)
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                pass
+        return found
+
+    def wait_jobs_ended(self, before: set[psutil.Process], timeout: float = 60) -> None:
+        """Wait until every job process started since `before` has ended.
+
+        Then none of those jobs can record a state or send a callback any more.
+        """
+        wait_for(
+            lambda: self.job_processes() - before,
+            lambda running: not running,
+            timeout,
+            interval=0.1,
+            message="the job processes started since to end",
+        )
+
     def jobs_page(self, params: Any = None, url: str | None = None) -> dict[str, Any]:
         response = self.get(url) if url is not None else self.get("/jobs", params=params)
         assert response.status_code == 200, response.text
@@ -253,7 +286,7 @@ def http() -> Iterator[httpx.Client]:
 @pytest.fixture
 def api(mode: str, request: pytest.FixtureRequest, http: httpx.Client) -> Api:
     server: Server = request.getfixturevalue(f"{mode}_server")
-    return Api(mode, server.url, http)
+    return Api(mode, server.url, http, server)
 
 
 # -- helpers ------------------------------------------------------------------------------
