@@ -132,18 +132,28 @@ def manager(app: Any) -> Any:
     return api_.manager
 
 
-def wait_for(
-    read: Callable[[], dict[str, Any]],
-    done: Callable[[dict[str, Any]], bool],
+def wait_for[T](
+    read: Callable[[], T],
+    done: Callable[[T], object] = bool,
     timeout: float = 30,
     interval: float = 0.1,
-) -> dict[str, Any]:
-    """Poll `read` until `done` holds; fail the test after `timeout` seconds."""
+    message: str | Callable[[], str] = "",
+) -> T:
+    """Poll `read` until `done` holds for its value, and return that value.
+
+    The one way tests wait: for a condition, never for a fixed time. After `timeout`
+    seconds the test fails, saying what it waited for (`message`; a callable is called
+    only then, e.g. for a log's tail) and the last value read.
+    """
     deadline = time.monotonic() + timeout
     value = read()
     while not done(value):
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s; last value: {value}")
+            what = message() if callable(message) else message
+            pytest.fail(
+                f"timed out after {timeout} s{f' waiting for {what}' if what else ''}; "
+                f"last value: {value}"
+            )
         time.sleep(interval)
         value = read()
     return value
@@ -202,16 +212,22 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def answers() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"{self.command()} exited: {self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/", timeout=2).status_code == 200:
-                    return
+                return httpx.get(f"{self.url}/", timeout=2).status_code == 200
             except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError(f"{self.command()} did not start: {self.log.read_text()[-3000:]}")
+                return False
+
+        wait_for(
+            answers,
+            timeout=timeout,
+            interval=0.2,
+            message=lambda: f"{self.command()} to answer: {self.log.read_text()[-3000:]}",
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,6 @@ from tests.conftest import job_status, submit, wait_for, wait_until_final
 
 
 def _running_pid(manager: Any, job_id: str) -> int:
-    import uuid
-
     run_id = uuid.UUID(job_id)
     job = manager.runner._jobs[run_id]
     assert job.started.wait(10)
@@ -28,13 +26,11 @@ def test_dismiss_stops_a_running_job(client: Any, manager: Any) -> None:
     wait_for(lambda: job_status(client, job_id), lambda j: j["status"] == "running")
     pid = _running_pid(manager, job_id)
 
-    started = time.monotonic()
     response = client.delete(f"/jobs/{job_id}?f=json")
     assert response.status_code == 200
     # stock pygeoapi sends this body without a JSON content type
     assert json.loads(response.data)["status"] == "dismissed"
     final = wait_for(lambda: job_status(client, job_id), lambda j: j["status"] == "dismissed", 5)
-    assert time.monotonic() - started < 5
     assert final["message"] == "Job dismissed"
 
     # the work is gone, and the job does not flip to successful later
@@ -44,7 +40,9 @@ def test_dismiss_stops_a_running_job(client: Any, manager: Any) -> None:
     except ProcessLookupError:
         alive = False
     assert not alive
-    time.sleep(2)
+    # (once the runner has recorded how the job's process ended, nothing of it is left)
+    run_id = uuid.UUID(job_id)
+    wait_for(lambda: manager.runner.owns(run_id), lambda owned: not owned, timeout=10)
     assert job_status(client, job_id)["status"] == "dismissed"
     with get_client(sync_client=True) as prefect:
         assert prefect.read_flow_run(job_id).state_type == StateType.CANCELLED  # type: ignore[arg-type]

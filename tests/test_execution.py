@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect.client.orchestration import get_client
 
-from tests.conftest import job_status, submit, wait_until_final
+from tests.conftest import job_status, submit, wait_for, wait_until_final
 from tests.processes import PAYLOAD
 
 
@@ -106,13 +105,12 @@ def test_process_concurrency_limit_keeps_extra_jobs_accepted(client: Any) -> Non
     first = submit(client, "echo-one-at-a-time", {"echoInput": "1", "pause": 2})
     second = submit(client, "echo-one-at-a-time", {"echoInput": "2", "pause": 0})
     seen: list[tuple[str, str]] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        states = (job_status(client, first)["status"], job_status(client, second)["status"])
-        seen.append(states)
-        if states[1] == "successful":
-            break
-        assert states[1] in {"accepted", "running"}
-        time.sleep(0.05)
+
+    def states() -> tuple[str, str]:
+        seen.append((job_status(client, first)["status"], job_status(client, second)["status"]))
+        assert seen[-1][1] in {"accepted", "running", "successful"}, seen
+        return seen[-1]
+
+    wait_for(states, lambda pair: pair[1] == "successful", timeout=30, interval=0.05)
     assert ("running", "accepted") in seen, seen
     assert job_status(client, first)["status"] == "successful"

@@ -55,18 +55,16 @@ def _all_jobs(url: str) -> list[dict[str, Any]]:
 
 
 def _wait_all_final(url: str, job_ids: set[str], timeout: float) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        statuses = {
-            job["jobID"]: job["status"] for job in _all_jobs(url) if job["jobID"] in job_ids
-        }
-        if (
-            all(s in {"successful", "failed", "dismissed"} for s in statuses.values())
-            and set(statuses) == job_ids
-        ):
-            return statuses
-        assert time.monotonic() < deadline, f"not final after {timeout} s: {statuses}"
-        time.sleep(1)
+    def statuses() -> dict[str, str]:
+        return {job["jobID"]: job["status"] for job in _all_jobs(url) if job["jobID"] in job_ids}
+
+    return wait_for(
+        statuses,
+        lambda found: set(found) == job_ids and set(found.values()) <= TERMINAL,
+        timeout,
+        interval=1,
+        message="every job to be final",
+    )
 
 
 def test_200_concurrent_submissions_all_succeed_and_list_once(
@@ -104,9 +102,13 @@ def test_killing_the_server_mid_load_loses_no_accepted_job(
             pool.submit(_submit, server.url, "echo", {"echoInput": str(i), "pause": 2})
             for i in range(30)
         ]
-        deadline = time.monotonic() + 60
-        while sum(f.done() for f in futures) < 10 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(
+            lambda: sum(f.done() for f in futures),
+            lambda done: done >= 10,
+            timeout=60,
+            interval=0.05,
+            message="10 submissions answered",
+        )
         # The whole machine's view of it goes: server, launcher and every job process.
         assert server.process is not None
         family = psutil.Process(server.process.pid).children(recursive=True)

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
-from tests.conftest import free_port, migrated_home
+from tests.conftest import TERMINAL, free_port, migrated_home, wait_for
 
 
 def _wait_final(url: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(url, params={"f": "json"}, timeout=30).json()
-        if job["status"] in {"successful", "failed", "dismissed"}:
-            return dict(job)
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not finish")
+    return wait_for(
+        lambda: dict(httpx.get(url, params={"f": "json"}, timeout=30).json()),
+        lambda job: job["status"] in TERMINAL,
+        timeout,
+        interval=0.2,
+        message=f"{url} to finish",
+    )
 
 
 def test_embedded_default_runs_jobs_and_keeps_them_across_a_restart(

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,13 +44,13 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def wait(self, path: str, timeout: float = 15) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for got, body in self.calls:
-                if got == path:
-                    return body
-            time.sleep(0.05)
-        pytest.fail(f"no callback to {path}; got {self.calls}")
+        calls = wait_for(
+            lambda: [body for got, body in list(self.calls) if got == path],
+            timeout=timeout,
+            interval=0.05,
+            message=lambda: f"a callback to {path}; got {self.calls}",
+        )
+        return calls[0]
 
 
 @pytest.fixture

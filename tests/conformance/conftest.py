@@ -13,7 +13,7 @@ variant is a strict xfail, so the suite notices when the gap closes.
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import sys
 import threading
 import time
@@ -27,10 +27,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+import psutil
 import pytest
 import yaml
 
-from tests.conftest import Server, free_port, write_config
+from tests.conftest import Server, free_port, wait_for, write_config
 
 CONF = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
 EXC = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
@@ -38,6 +39,7 @@ REL = "http://www.opengis.net/def/rel/ogc/1.0/"
 STATUS = {"accepted", "running", "successful", "failed", "dismissed"}
 TERMINAL = {"successful", "failed", "dismissed"}
 ORDER = {"accepted": 0, "running": 1, "successful": 2, "failed": 2, "dismissed": 2}
+ZOMBIE = psutil.STATUS_ZOMBIE
 
 ROOT = Path(__file__).resolve().parents[2]
 PYGEOAPI_PREFECT = str(Path(sys.executable).parent / "pygeoapi-prefect")
@@ -56,16 +58,6 @@ def _manager_knows(option: str) -> bool:
 
 
 MAX_BODY_CONFIGURED = _manager_knows("max_body_bytes")
-
-
-def full_mode_available() -> bool:
-    try:
-        result = subprocess.run(
-            [PYGEOAPI_PREFECT, "serve", "--help"], capture_output=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
 
 
 def stock_gap(reason: str) -> pytest.MarkDecorator:
@@ -106,11 +98,12 @@ def _make(kind: type[Server], directory: Path, results: Path, prefect_api: str) 
 def servers(
     tmp_path_factory: pytest.TempPathFactory, prefect_api: str
 ) -> Iterator[dict[str, Server]]:
-    """Both servers, started side by side (the full one only if `serve` exists)."""
+    """Both servers, started side by side; one that does not start fails its mode's tests."""
     results = tmp_path_factory.mktemp("results")
-    made = {"stock": _make(Server, tmp_path_factory.mktemp("stock"), results, prefect_api)}
-    if full_mode_available():
-        made["full"] = _make(FullServer, tmp_path_factory.mktemp("full"), results, prefect_api)
+    made = {
+        "stock": _make(Server, tmp_path_factory.mktemp("stock"), results, prefect_api),
+        "full": _make(FullServer, tmp_path_factory.mktemp("full"), results, prefect_api),
+    }
     errors: dict[str, BaseException] = {}
 
     def start(name: str) -> None:
@@ -135,8 +128,6 @@ def servers(
 def _server(servers: dict[str, Any], mode: str) -> Server:
     if f"{mode}-error" in servers:
         raise servers[f"{mode}-error"]
-    if mode not in servers:
-        pytest.skip("`pygeoapi-prefect serve` does not exist yet")
     server: Server = servers[mode]
     return server
 
@@ -161,6 +152,7 @@ class Api:
     mode: str
     base: str
     http: httpx.Client
+    server: Server
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         kwargs.setdefault("headers", {"Accept": "application/json"})
@@ -207,27 +199,60 @@ class Api:
 
     def poll(self, job_id: str, timeout: float = 60, interval: float = 0.2) -> list[dict[str, Any]]:
         """H-poll: every status document observed until the job is final."""
-        seen = [self.status(job_id)]
-        deadline = time.monotonic() + timeout
-        while seen[-1]["status"] not in TERMINAL:
-            if time.monotonic() > deadline:
-                pytest.fail(f"job {job_id} not final after {timeout} s: {seen[-1]}")
-            time.sleep(interval)
+        seen: list[dict[str, Any]] = []
+
+        def read() -> dict[str, Any]:
             seen.append(self.status(job_id))
+            return seen[-1]
+
+        wait_for(
+            read,
+            lambda doc: doc["status"] in TERMINAL,
+            timeout,
+            interval,
+            message=f"job {job_id} to be final",
+        )
         return seen
 
     def final(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         return self.poll(job_id, timeout)[-1]
 
     def wait_status(self, job_id: str, wanted: set[str], timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        doc = self.status(job_id)
-        while doc["status"] not in wanted:
-            if time.monotonic() > deadline:
-                pytest.fail(f"job {job_id} never reached {wanted}: {doc}")
-            time.sleep(0.1)
-            doc = self.status(job_id)
-        return doc
+        return wait_for(
+            lambda: self.status(job_id),
+            lambda doc: doc["status"] in wanted,
+            timeout,
+            message=f"job {job_id} to reach {wanted}",
+        )
+
+    def job_processes(self) -> set[psutil.Process]:
+        """The job processes the server runs now: its descendants that lead a process group."""
+        assert self.server.process is not None
+        try:
+            descendants = psutil.Process(self.server.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return set()
+        found = set()
+        for process in descendants:
+            try:
+                if os.getpgid(process.pid) == process.pid and process.status() != ZOMBIE:
+                    found.add(process)
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                pass
+        return found
+
+    def wait_jobs_ended(self, before: set[psutil.Process], timeout: float = 60) -> None:
+        """Wait until every job process started since `before` has ended.
+
+        Then none of those jobs can record a state or send a callback any more.
+        """
+        wait_for(
+            lambda: self.job_processes() - before,
+            lambda running: not running,
+            timeout,
+            interval=0.1,
+            message="the job processes started since to end",
+        )
 
     def jobs_page(self, params: Any = None, url: str | None = None) -> dict[str, Any]:
         response = self.get(url) if url is not None else self.get("/jobs", params=params)
@@ -261,7 +286,7 @@ def http() -> Iterator[httpx.Client]:
 @pytest.fixture
 def api(mode: str, request: pytest.FixtureRequest, http: httpx.Client) -> Api:
     server: Server = request.getfixturevalue(f"{mode}_server")
-    return Api(mode, server.url, http)
+    return Api(mode, server.url, http, server)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -386,13 +411,13 @@ class Receiver:
         return [call for call in list(self.calls) if call.path == path]
 
     def wait(self, path: str, timeout: float = 30) -> Call:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            calls = self.calls_to(path)
-            if calls:
-                return calls[0]
-            time.sleep(0.05)
-        pytest.fail(f"no callback to {path}; got {[c.path for c in self.calls]}")
+        calls = wait_for(
+            lambda: self.calls_to(path),
+            timeout=timeout,
+            interval=0.05,
+            message=lambda: f"a callback to {path}; got {[c.path for c in self.calls]}",
+        )
+        return calls[0]
 
 
 @pytest.fixture(scope="session")

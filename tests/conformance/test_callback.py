@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -43,12 +42,13 @@ def test_callback_success_and_in_progress(api: Api, receiver: Receiver) -> None:
 @modes()
 def test_callback_failed(api: Api, receiver: Receiver) -> None:
     prefix, subscriber = receiver.subscriber()
+    before = api.job_processes()
     job_id = api.submit("fail", {"message": "callback-boom"}, subscriber=subscriber)
     failed = receiver.wait(f"{prefix}/f")
     assert failed.method == "POST"
     assert "callback-boom" in json.dumps(failed.json())
     assert api.final(job_id)["status"] == "failed"
-    time.sleep(0.3)
+    api.wait_jobs_ended(before)  # (the job's process sends its callbacks)
     assert not receiver.calls_to(f"{prefix}/s")
 
 
@@ -67,10 +67,11 @@ def test_callback_only_failed_uri(api: Api, receiver: Receiver) -> None:
 @modes(stock="pygeoapi's execute handler requires successUri (checklist 102)")
 def test_callback_only_in_progress_uri(api: Api, receiver: Receiver) -> None:
     prefix, subscriber = receiver.subscriber()
+    before = api.job_processes()
     job_id = api.submit("echo", ECHO, subscriber={"inProgressUri": subscriber["inProgressUri"]})
     assert receiver.wait(f"{prefix}/p").method == "POST"
     assert api.final(job_id)["status"] == "successful"
-    time.sleep(0.3)
+    api.wait_jobs_ended(before)  # (the job's process sends its callbacks)
     assert not receiver.calls_to(f"{prefix}/s")
 
 

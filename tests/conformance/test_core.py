@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -35,6 +34,7 @@ from tests.conformance.conftest import (
     modes,
     parse_time,
 )
+from tests.conftest import wait_for
 
 SHORT_CODES = "exception types are short codes (NoSuchProcess, NoSuchJob...), not OGC URIs"
 
@@ -496,13 +496,13 @@ def test_core_job_logs_show_a_traceback_as_its_error_line(api: Api, receiver: Re
     assert api.final(job_id)["status"] == "failed"
     run_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(job_id)]))
     with get_client(sync_client=True) as prefect:
-        deadline = time.monotonic() + 60
-        while not any(
-            "Traceback (most recent call last)" in log.message
-            for log in prefect.read_logs(log_filter=run_filter)
-        ):
-            assert time.monotonic() < deadline, "no traceback reached Prefect's log"
-            time.sleep(0.2)
+        wait_for(
+            lambda: [log.message for log in prefect.read_logs(log_filter=run_filter)],
+            lambda lines: any("Traceback (most recent call last)" in line for line in lines),
+            timeout=60,
+            interval=0.2,
+            message="a traceback in Prefect's log",
+        )
     messages = [entry["message"] for entry in api.get(f"/jobs/{job_id}/logs").json()]
     assert any(message.endswith("ProcessorExecuteError: boom-7c1") for message in messages), (
         messages
