@@ -10,6 +10,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun
 
-from pygeoapi_prefect.dedup import DEDUP_HEADER, DEDUP_KEY_PREFIX
+from pygeoapi_prefect.dedup import DEDUP_HEADER, DEDUP_KEY_PREFIX, dedup_key
 from pygeoapi_prefect.jobs import process_tag
+from pygeoapi_prefect.settings import ConfigError, ProcessSettings, process_settings_of
 from tests.conftest import TERMINAL, Server, free_port, wait_for, write_config
 
 DEDUP_PROCESSES: dict[str, dict[str, Any]] = {
@@ -233,3 +235,42 @@ def test_a_bad_dedup_value_stops_the_start(server: Server, tmp_path: Path) -> No
     log = " ".join(bad.log.read_text().split())
     assert "ConfigError: resources.echo.processor.prefect.dedup:" in log
     assert "'soon'" in log
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (False, False),
+        (True, True),
+        ("30s", timedelta(seconds=30)),
+        ("30m", timedelta(minutes=30)),
+        ("24h", timedelta(hours=24)),
+        ("7d", timedelta(days=7)),
+    ],
+)
+def test_dedup_values(value: Any, expected: Any) -> None:
+    settings = process_settings_of("p", {"processor": {"prefect": {"dedup": value}}})
+    assert settings.dedup == expected
+    assert settings.dedup_window == (expected if isinstance(expected, timedelta) else None)
+    assert ProcessSettings().dedup is False
+
+
+@pytest.mark.parametrize("value", ["soon", "24", "0s", "1w", "-1h", 3600, None, "true"])
+def test_bad_dedup_values_name_the_resource_and_key(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"^resources\.p\.processor\.prefect\.dedup: .*24h"):
+        process_settings_of("p", {"processor": {"prefect": {"dedup": value}}})
+
+
+def test_the_key_is_canonical_and_covers_the_request() -> None:
+    key = dedup_key("s", "echo", "1.0.0", {"a": 1, "b": [1, 2]}, None, "raw")
+    assert key.startswith(DEDUP_KEY_PREFIX) and len(key) == len(DEDUP_KEY_PREFIX) + 64
+    assert dedup_key("s", "echo", "1.0.0", {"b": [1, 2], "a": 1}, None, "raw") == key
+    others = [
+        dedup_key("t", "echo", "1.0.0", {"a": 1, "b": [1, 2]}, None, "raw"),
+        dedup_key("s", "echo2", "1.0.0", {"a": 1, "b": [1, 2]}, None, "raw"),
+        dedup_key("s", "echo", "1.0.1", {"a": 1, "b": [1, 2]}, None, "raw"),
+        dedup_key("s", "echo", "1.0.0", {"a": 1, "b": [2, 1]}, None, "raw"),
+        dedup_key("s", "echo", "1.0.0", {"a": 1, "b": [1, 2]}, {"x": {}}, "raw"),
+        dedup_key("s", "echo", "1.0.0", {"a": 1, "b": [1, 2]}, None, "document"),
+    ]
+    assert len({key, *others}) == 7
