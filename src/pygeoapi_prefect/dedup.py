@@ -13,18 +13,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect.client.schemas.objects import FlowRun, StateType
 
-__all__ = ["DEDUP_HEADER", "DEDUP_KEY_PREFIX", "counts", "dedup_key", "next_key"]
+__all__ = [
+    "DEDUP_HEADER",
+    "DEDUP_KEY_PREFIX",
+    "counts",
+    "created_here",
+    "creation_context",
+    "dedup_key",
+    "next_key",
+]
 
 DEDUP_KEY_PREFIX = "pygeoapi-dedup:"
 """Prefix of the idempotency key of a deduplicated process's job."""
 
 DEDUP_HEADER = "X-Deduplicated"
 """Response header of an execute request answered with an earlier job (its job id)."""
+
+_CREATION = "pygeoapi-creation"
+"""Key, in a deduplicated job's flow-run context, of the token of the request that made it."""
 
 _NOT_COUNTING = frozenset(
     {StateType.FAILED, StateType.CRASHED, StateType.CANCELLED, StateType.CANCELLING}
@@ -103,3 +115,30 @@ def next_key(key: str, flow_run: FlowRun) -> str:
         `<key>:after:<the run's id>`.
     """
     return f"{key}:after:{flow_run.id}"
+
+
+def creation_context() -> dict[str, str]:
+    """The flow-run context that marks a run as made by this creation request.
+
+    The Prefect API's status code (201 or 200) cannot tell: under concurrent requests for
+    one key it may answer 201 to several. A token of this request in the run's context
+    does: the run it returns is this request's own only if it carries this token.
+
+    Returns:
+        A context of one unique token, to send with the flow run and compare with
+        `created_here`.
+    """
+    return {_CREATION: uuid.uuid4().hex}
+
+
+def created_here(flow_run: FlowRun, context: dict[str, str]) -> bool:
+    """Whether the Prefect API created `flow_run` for the request sent with `context`.
+
+    Args:
+        flow_run: The flow run the Prefect API answered with.
+        context: The `creation_context` sent with the request.
+
+    Returns:
+        True when the run is this request's own, False when it existed already.
+    """
+    return (flow_run.context or {}).get(_CREATION) == context[_CREATION]

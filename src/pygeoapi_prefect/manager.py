@@ -79,7 +79,14 @@ from werkzeug.serving import is_running_from_reloader
 from pygeoapi_prefect.callbacks import CallbackURLError
 from pygeoapi_prefect.coalesce import CoalescingReader
 from pygeoapi_prefect.connection import PrefectConnection
-from pygeoapi_prefect.dedup import DEDUP_HEADER, counts, dedup_key, next_key
+from pygeoapi_prefect.dedup import (
+    DEDUP_HEADER,
+    counts,
+    created_here,
+    creation_context,
+    dedup_key,
+    next_key,
+)
 from pygeoapi_prefect.direct import run_direct
 from pygeoapi_prefect.embedded import LABEL_RUNNER, EmbeddedRunner, JobLaunch, runner_id
 from pygeoapi_prefect.errors import (
@@ -705,8 +712,10 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         """
         client = self.connection.client
         _check_parameters(parameters)
+        context = creation_context()
         body = FlowRunCreate(
             idempotency_key=idempotency_key,
+            context=context if idempotency_key else {},
             labels=labels or {},
             flow_id=self._flow_id(flow_name),
             name=f"{process_id}-{generate_slug(2)}",
@@ -719,9 +728,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             "POST", "/flow_runs/", json=body.model_dump(mode="json", exclude_unset=True)
         )
         flow_run = FlowRun.model_validate(response.json())
-        # (the Prefect API answers 201 for a run it created, 200 for an existing one's key)
-        created = response.status_code == 201 or idempotency_key is None
-        if not created:
+        if idempotency_key is not None and not created_here(flow_run, context):
             return flow_run, False
         flow_run.parameters = parameters
         if "job_id" in parameters:
@@ -1137,9 +1144,10 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         # A worker only picks up SCHEDULED runs: hold the run until it is complete.
         hold = needs_job_id or settings.retries > 0
         state: State[Any] = Pending() if hold else Scheduled(scheduled_time=datetime.now(UTC))
+        context = creation_context()
         body = DeploymentFlowRunCreate(
             parameters=parameters,
-            context={},
+            context=context if idempotency_key else {},
             state=to_state_create(state),
             tags=self._tags(process_id, settings),
             name=f"{process_id}-{generate_slug(2)}",
@@ -1150,8 +1158,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         if settings.work_queue:
             # (set apart, as Prefect's client does: older APIs do not take the field)
             body.work_queue_name = settings.work_queue
-        # As `create_flow_run_from_deployment` does, keeping the response's status code:
-        # 201 for a run it created, 200 for the existing run of an idempotency key.
+        # (as `create_flow_run_from_deployment` does, with the context of `dedup`)
         response = client.request(
             "POST",
             "/deployments/{id}/create_flow_run",
@@ -1159,7 +1166,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             json=body.model_dump(mode="json", exclude_unset=True),
         )
         flow_run = FlowRun.model_validate(response.json())
-        if idempotency_key is not None and response.status_code != 201:
+        if idempotency_key is not None and not created_here(flow_run, context):
             return flow_run, False
         # The run's own retry policy: the Prefect server orchestrates retries from it (the
         # flow's retries count only where the run sets none).
