@@ -223,6 +223,9 @@ def test_an_earlier_job_counts_within_the_window_only(server: Server) -> None:
 def test_a_bad_dedup_value_stops_the_start(server: Server, tmp_path: Path) -> None:
     config = yaml.safe_load(server.config.read_text())
     config["resources"]["echo"]["processor"]["prefect"] = {"dedup": "soon"}
+    port = free_port()  # (not the running server's: that one answers)
+    config["server"]["bind"]["port"] = port
+    config["server"]["url"] = f"http://127.0.0.1:{port}"
     path = tmp_path / "pygeoapi-config.yml"
     path.write_text(yaml.safe_dump(config))
     shutil.copy(server.config.parent / "pygeoapi-openapi.yml", tmp_path)
