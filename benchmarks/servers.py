@@ -65,7 +65,9 @@ def free_port() -> int:
         return port
 
 
-def write_config(path: Path, manager: dict[str, Any], port: int) -> Path:
+def write_config(
+    path: Path, manager: dict[str, Any], port: int, resources: dict[str, Any] | None = None
+) -> Path:
     """Write a pygeoapi config with the benchmark's processes and generate its OpenAPI doc."""
     config = {
         "server": {
@@ -87,7 +89,7 @@ def write_config(path: Path, manager: dict[str, Any], port: int) -> Path:
         },
         "logging": {"level": "WARNING"},
         "metadata": _METADATA,
-        "resources": PROCESSES,
+        "resources": PROCESSES if resources is None else resources,
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     openapi = path.with_suffix(".openapi.yml")

@@ -11,9 +11,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +28,18 @@ import yaml
 from click.testing import CliRunner
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.filesystems import LocalFileSystem
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from pygeoapi_prefect.cli import cli
+from pygeoapi_prefect.dedup import DEDUP_HEADER
+from pygeoapi_prefect.jobs import process_tag
 from tests.conftest import ROOT, TERMINAL, Server, free_port, wait_for, write_config
 
-pytestmark = pytest.mark.postgres
+# (the first test's set-up migrates a new PostgreSQL database: minutes on a loaded machine)
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(900)]
 
 BIN = Path(sys.executable).parent
 PREFECT = str(BIN / "prefect")
@@ -185,6 +191,14 @@ def _pygeoapi_config(directory: Path, work_pool: str) -> Path:
     resources["word-stats"]["processor"]["prefect"] = {
         "deployment": "word-stats/word-stats",
         "work_pool": work_pool,
+        "dedup": True,
+    }
+    resources["echo-dedup"] = {
+        "type": "process",
+        "processor": {
+            "name": "pygeoapi_prefect.examples.EchoProcessor",
+            "prefect": {"dedup": True},
+        },
     }
     resources["fail"]["processor"]["prefect"] = {
         "deployment": "pygeoapi-process/fail",
@@ -437,3 +451,47 @@ def test_a_job_whose_worker_dies_ends_crashed(cluster: Cluster) -> None:
     flow_run = cluster.flow_run(job_id)
     assert flow_run.state_type == StateType.CRASHED
     assert "heartbeat" in str(flow_run.state.message if flow_run.state else "")
+
+
+@pytest.mark.parametrize(
+    ("process_id", "inputs"),
+    [
+        ("echo-dedup", {"echoInput": "race"}),  # each replica's embedded runner
+        ("word-stats", {"text": "race race", "top": 1}),  # the deployment, on the worker
+    ],
+)
+def test_identical_submissions_to_two_replicas_at_once_make_one_run(
+    cluster: Cluster, process_id: str, inputs: dict[str, Any]
+) -> None:
+    def run_ids() -> set[str]:
+        with cluster.client() as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=[process_tag(process_id)])
+                ),
+                limit=200,
+            )
+        return {str(run.id) for run in runs}
+
+    before = run_ids()
+    inputs = {**inputs, "text" if "text" in inputs else "echoInput": f"race {uuid.uuid4().hex}"}
+    requests = 8
+    start = threading.Barrier(requests)
+
+    def submit(index: int) -> httpx.Response:
+        start.wait()
+        return _execute(
+            (cluster.a, cluster.b)[index % 2], process_id, inputs, Prefer="respond-async"
+        )
+
+    with ThreadPoolExecutor(requests) as pool:
+        responses = list(pool.map(submit, range(requests)))
+    assert all(response.status_code == 201 for response in responses), [
+        response.text for response in responses
+    ]
+    [job_id] = {response.json()["jobID"] for response in responses}
+    assert run_ids() - before == {job_id}
+    assert sum(DEDUP_HEADER in response.headers for response in responses) == requests - 1
+    for server in (cluster.a, cluster.b):
+        assert _wait_status(server, job_id, TERMINAL, timeout=60)["status"] == "successful"
+    assert run_ids() - before == {job_id}

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -37,7 +37,7 @@ from typing import Any
 
 import click
 from prefect.client.schemas import OrchestrationResult
-from prefect.client.schemas.actions import FlowRunCreate
+from prefect.client.schemas.actions import DeploymentFlowRunCreate, FlowRunCreate
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
@@ -79,6 +79,14 @@ from werkzeug.serving import is_running_from_reloader
 from pygeoapi_prefect.callbacks import CallbackURLError
 from pygeoapi_prefect.coalesce import CoalescingReader
 from pygeoapi_prefect.connection import PrefectConnection
+from pygeoapi_prefect.dedup import (
+    DEDUP_HEADER,
+    counts,
+    created_here,
+    creation_context,
+    dedup_key,
+    next_key,
+)
 from pygeoapi_prefect.direct import run_direct
 from pygeoapi_prefect.embedded import LABEL_RUNNER, EmbeddedRunner, JobLaunch, runner_id
 from pygeoapi_prefect.errors import (
@@ -696,11 +704,18 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         labels: dict[str, str] | None = None,
         state: State | None = None,
         idempotency_key: str | None = None,
-    ) -> FlowRun:
+    ) -> tuple[FlowRun, bool]:
+        """Create a job's flow run (with a key, the Prefect API may answer with its run).
+
+        Returns:
+            (the flow run, whether this call created it).
+        """
         client = self.connection.client
         _check_parameters(parameters)
+        context = creation_context()
         body = FlowRunCreate(
             idempotency_key=idempotency_key,
+            context=context if idempotency_key else {},
             labels=labels or {},
             flow_id=self._flow_id(flow_name),
             name=f"{process_id}-{generate_slug(2)}",
@@ -713,10 +728,62 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             "POST", "/flow_runs/", json=body.model_dump(mode="json", exclude_unset=True)
         )
         flow_run = FlowRun.model_validate(response.json())
+        if idempotency_key is not None and not created_here(flow_run, context):
+            return flow_run, False
         flow_run.parameters = parameters
         if "job_id" in parameters:
             flow_run = self._set_job_id(flow_run)
-        return flow_run
+        return flow_run, True
+
+    def _create_job(
+        self,
+        create: Callable[[str | None], tuple[FlowRun, bool]],
+        key: str | None,
+        settings: ProcessSettings,
+    ) -> tuple[FlowRun, bool]:
+        """Create a job's flow run, or find the earlier identical job (see `dedup`).
+
+        Args:
+            create: Creates the flow run with an idempotency key (or none), returning it
+                and whether it is new.
+            key: The request's deduplication key; None when the process does not
+                deduplicate.
+            settings: The process's options (its `dedup` window).
+
+        Returns:
+            (the flow run, whether it is new). An earlier job that failed, was dismissed
+            or is older than the window does not count: the next key of its chain is
+            tried, until a job counts or a new one is created.
+        """
+        if key is None:
+            return create(None)
+        attempt = key
+        while True:
+            flow_run, created = create(attempt)
+            if created or counts(flow_run, settings.dedup_window):
+                return flow_run, created
+            LOGGER.debug("Earlier job %s does not count for deduplication", flow_run.id)
+            attempt = next_key(key, flow_run)
+
+    def _dedup_key(
+        self,
+        process_id: str,
+        processor: BaseProcessor,
+        inputs: dict[str, Any],
+        requested_outputs: dict[str, Any] | None,
+        response: str,
+    ) -> str | None:
+        """The deduplication key of an execute request; None if the process has no dedup."""
+        if not self.process_settings(process_id).dedup:
+            return None
+        return dedup_key(
+            self.settings.server_label,
+            process_id,
+            processor.metadata.get("version"),
+            inputs,
+            requested_outputs,
+            response,
+        )
 
     def add_job(self, job_metadata: dict[str, Any]) -> str:
         """Record a job a caller gives, without running it, as pygeoapi's managers do.
@@ -749,7 +816,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             state = self._given_state(
                 status, job_metadata.get("message"), job_metadata.get("location"), mimetype
             )
-            flow_run = self._create_flow_run(
+            flow_run, _ = self._create_flow_run(
                 process_id,
                 process_id,
                 job_parameters({}, None, "raw"),
@@ -929,31 +996,48 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         else:
             parameters = job_parameters(inputs, requested_outputs, response)
         direct = self._runs_direct(processor, settings, bool(labels))
+        key = self._dedup_key(process_id, processor, inputs, requested_outputs, response)
         if not run_async and direct and settings.concurrency_limit is None:
-            return self._execute_inline(process_id, processor, parameters, settings, headers)
+            return self._execute_inline(process_id, processor, parameters, settings, headers, key)
         with self._api():
             if settings.deployment:
-                flow_run = self._create_deployment_run(process_id, parameters, settings, labels)
-            else:
-                flow_run = self._create_flow_run(
-                    job_flow_name(process_id, processor),
-                    process_id,
-                    parameters,
+                flow_run, created = self._create_job(
+                    lambda k: self._create_deployment_run(
+                        process_id, parameters, settings, labels, k
+                    ),
+                    key,
                     settings,
-                    {**labels, LABEL_RUNNER: runner_id()},
                 )
-                self.runner.start(
-                    JobLaunch(
-                        flow_run=flow_run,
-                        process_id=process_id,
-                        processor_def=self.processes[process_id]["processor"],
-                        settings=settings,
-                        result_storage=self._result_storage(settings),
-                        direct=direct,
+            else:
+                flow_run, created = self._create_job(
+                    lambda k: self._create_flow_run(
+                        job_flow_name(process_id, processor),
+                        process_id,
+                        parameters,
+                        settings,
+                        {**labels, LABEL_RUNNER: runner_id()},
+                        idempotency_key=k,
+                    ),
+                    key,
+                    settings,
+                )
+                if created:
+                    self.runner.start(
+                        JobLaunch(
+                            flow_run=flow_run,
+                            process_id=process_id,
+                            processor_def=self.processes[process_id]["processor"],
+                            settings=settings,
+                            result_storage=self._result_storage(settings),
+                            direct=direct,
+                        )
                     )
-                )
         job_id = str(flow_run.id)
-        LOGGER.info("Job %s of %s started as flow run %s", job_id, process_id, flow_run.name)
+        if created:
+            LOGGER.info("Job %s of %s started as flow run %s", job_id, process_id, flow_run.name)
+        else:
+            LOGGER.info("Request to %s deduplicated: earlier job %s", process_id, job_id)
+            headers = {**(headers or {}), DEDUP_HEADER: job_id}
         if run_async:
             return job_id, "application/json", None, JobStatus.accepted, headers
         mimetype, outputs, status = self._sync_outcome(flow_run.id)
@@ -983,17 +1067,35 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         parameters: dict[str, Any],
         settings: ProcessSettings,
         headers: dict[str, str] | None,
+        key: str | None = None,
     ) -> tuple[str, str | None, Any, JobStatus, dict[str, str] | None]:
         with self._api():
             result_storage = self._result_storage(settings)
-            flow_run = self._create_flow_run(
-                job_flow_name(process_id, processor),
-                process_id,
-                parameters,
+            flow_run, created = self._create_job(
+                lambda k: self._create_flow_run(
+                    job_flow_name(process_id, processor),
+                    process_id,
+                    parameters,
+                    settings,
+                    {LABEL_RUNNER: runner_id()},
+                    state=Running(),
+                    idempotency_key=k,
+                ),
+                key,
                 settings,
-                {LABEL_RUNNER: runner_id()},
-                state=Running(),
             )
+        if not created:
+            # An earlier identical job: its outcome, once final (it may run elsewhere).
+            LOGGER.info("Request to %s deduplicated: earlier job %s", process_id, flow_run.id)
+            mimetype, outputs, status = self._sync_outcome(flow_run.id)
+            return (
+                str(flow_run.id),
+                mimetype,
+                outputs,
+                status,
+                {**(headers or {}), DEDUP_HEADER: str(flow_run.id)},
+            )
+        with self._api():
             LOGGER.info(
                 "Job %s of %s runs inline as flow run %s", flow_run.id, process_id, flow_run.name
             )
@@ -1017,8 +1119,14 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         parameters: dict[str, Any],
         settings: ProcessSettings,
         labels: dict[str, str],
-    ) -> FlowRun:
-        """Create a job's flow run from the process's deployment, for a worker to run."""
+        idempotency_key: str | None = None,
+    ) -> tuple[FlowRun, bool]:
+        """Create a job's flow run from the process's deployment, for a worker to run.
+
+        Returns:
+            (the flow run, whether this call created it: with an idempotency key, the
+            Prefect API may answer with the run that already has it).
+        """
         client = self.connection.client
         _check_parameters(parameters)
         name = str(settings.deployment)
@@ -1035,16 +1143,31 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
         needs_job_id = "job_id" in parameters
         # A worker only picks up SCHEDULED runs: hold the run until it is complete.
         hold = needs_job_id or settings.retries > 0
-        flow_run = client.create_flow_run_from_deployment(
-            deployment_id,
+        state: State[Any] = Pending() if hold else Scheduled(scheduled_time=datetime.now(UTC))
+        context = creation_context()
+        body = DeploymentFlowRunCreate(
             parameters=parameters,
-            name=f"{process_id}-{generate_slug(2)}",
+            context=context if idempotency_key else {},
+            state=to_state_create(state),
             tags=self._tags(process_id, settings),
-            work_queue_name=settings.work_queue,
+            name=f"{process_id}-{generate_slug(2)}",
+            idempotency_key=idempotency_key,
             job_variables=settings.job_variables or None,
-            labels=dict(labels) or None,
-            state=Pending() if hold else Scheduled(scheduled_time=datetime.now(UTC)),
+            labels=dict(labels),
         )
+        if settings.work_queue:
+            # (set apart, as Prefect's client does: older APIs do not take the field)
+            body.work_queue_name = settings.work_queue
+        # (as `create_flow_run_from_deployment` does, with the context of `dedup`)
+        response = client.request(
+            "POST",
+            "/deployments/{id}/create_flow_run",
+            path_params={"id": deployment_id},
+            json=body.model_dump(mode="json", exclude_unset=True),
+        )
+        flow_run = FlowRun.model_validate(response.json())
+        if idempotency_key is not None and not created_here(flow_run, context):
+            return flow_run, False
         # The run's own retry policy: the Prefect server orchestrates retries from it (the
         # flow's retries count only where the run sets none).
         policy = _retry_policy(settings) if settings.retries else None
@@ -1056,7 +1179,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
             client.set_flow_run_state(
                 flow_run.id, Scheduled(scheduled_time=datetime.now(UTC)), force=True
             )
-        return flow_run
+        return flow_run, True
 
     def _set_job_id(self, flow_run: FlowRun, policy: FlowRunPolicy | None = None) -> FlowRun:
         """Give a flow run its own id as its `job_id` parameter (and `policy`, if any)."""

@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,25 @@ _CONNECTION_FORMS = (
 """What `server.manager.connection` accepts, as error messages say it."""
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
+
+_DURATION = re.compile(r"(?P<amount>[0-9]+)(?P<unit>[smhd])")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _dedup_value(value: Any) -> bool | timedelta:
+    """Read `dedup`: a boolean, or a duration such as `30m`, `24h` or `7d`."""
+    if isinstance(value, bool | timedelta):
+        if isinstance(value, timedelta) and value <= timedelta(0):
+            raise ValueError("a deduplication window must be longer than 0 s")
+        return value
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip())
+        if match is not None and int(match["amount"]) > 0:
+            return timedelta(**{_DURATION_UNITS[match["unit"]]: int(match["amount"])})
+    raise ValueError(
+        "dedup is false, true, or a duration: a positive whole number followed by s, m, h "
+        "or d, e.g. 30m, 24h, 7d"
+    )
 
 
 class ConfigError(ValueError):
@@ -178,6 +199,24 @@ class ProcessSettings(BaseModel):
         description="Slug of a Prefect storage block (`block-type/name`) for this process's "
         "results; the manager's setting when unset.",
     )
+    dedup: bool | timedelta = Field(
+        default=False,
+        description="Deduplicate this process's submissions: an execute request identical to "
+        "an earlier one (same process and version, inputs, outputs and response) gets the "
+        "earlier job instead of a new run, unless that job failed or was dismissed. `true`: "
+        "any earlier job counts; a duration (`30m`, `24h`, `7d`): only one created within it.",
+        examples=[True, "24h"],
+    )
+
+    @field_validator("dedup", mode="before")
+    @classmethod
+    def _dedup(cls, value: Any) -> bool | timedelta:
+        return _dedup_value(value)
+
+    @property
+    def dedup_window(self) -> timedelta | None:
+        """How long an earlier job counts for deduplication (None: forever, or dedup off)."""
+        return self.dedup if isinstance(self.dedup, timedelta) else None
 
 
 class ManagerSettings(BaseModel):
