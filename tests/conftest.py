@@ -25,9 +25,6 @@ EXAMPLE_CONFIG = ROOT / "example-config.yml"
 TERMINAL = {"successful", "failed", "dismissed"}
 
 
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-
-
 _MIGRATED: list[Path] = []
 """A copy of a new Prefect database, already at Prefect's newest migration (see below)."""
 
