@@ -19,7 +19,7 @@ import psutil
 import pytest
 from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, temporary_settings
 
-from pygeoapi_prefect.embedded_api import database_is_current
+from pygeoapi_prefect.runtime.embedded_api import database_is_current
 from tests.conftest import PYGEOAPI, ROOT, write_config
 
 
@@ -32,7 +32,7 @@ def _embedded_apis(server: Any) -> list[psutil.Process]:
     return [
         process
         for process in _descendants(server)
-        if "pygeoapi_prefect.embedded_api:create_app" in process.cmdline()
+        if "pygeoapi_prefect.runtime.embedded_api:create_app" in process.cmdline()
     ]
 
 
@@ -40,7 +40,7 @@ def _launchers(server: Any) -> list[psutil.Process]:
     return [
         process
         for process in _descendants(server)
-        if "pygeoapi_prefect._launcher" in process.cmdline()
+        if "pygeoapi_prefect.runtime.launcher" in process.cmdline()
     ]
 
 

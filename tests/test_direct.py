@@ -11,7 +11,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import StateType
 
-from pygeoapi_prefect.embedded import LABEL_RUNNER, runner_id
+from pygeoapi_prefect.runtime.runner import LABEL_RUNNER, runner_id
 from tests.conftest import job_status, submit, wait_for, wait_until_final
 
 

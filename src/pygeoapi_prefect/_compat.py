@@ -11,7 +11,7 @@ metadata a COMPLETED state carries, are imported by `prefect.results` from its p
 `prefect._result_records` without exporting them.
 
 Prefect's `SubprocessASGIServer` (the server of Prefect's ephemeral mode) is subclassed
-by `embedded_api.EmbeddedAPIServer`, which overrides its private `_run_uvicorn_command` to
+by `runtime.embedded_api.EmbeddedAPIServer`, which overrides its private `_run_uvicorn_command` to
 serve its own app factory, and reads its `port`, `running` and `server_process`; Prefect's
 server app factories `create_app` and `create_ui_app` are its server's internals.
 

@@ -6,7 +6,7 @@ Three cases, decided at first use (never at construction, which also runs inside
 1. `server.manager.connection` (or `prefect.api_url`) names an API URL;
 2. else `PREFECT_API_URL` is set, as for any Prefect client;
 3. else the embedded default: Prefect's own local API server (SQLite, started in a
-   subprocess as Prefect's ephemeral mode does; see `embedded_api`), its database at the
+   subprocess as Prefect's ephemeral mode does; see `runtime.embedded_api`), its database at the
    path given as `server.manager.connection`, if any.
 
 A configured URL is checked once, at first use (`check_api_url`): a URL that is a Prefect
@@ -37,7 +37,7 @@ from prefect.settings import (
 from pygeoapi_prefect.errors import PrefectAPIURLError, PrefectUnavailableError
 
 if TYPE_CHECKING:
-    from pygeoapi_prefect.embedded_api import EmbeddedAPIServer
+    from pygeoapi_prefect.runtime.embedded_api import EmbeddedAPIServer
 
 __all__ = [
     "PrefectBusyError",
@@ -254,7 +254,7 @@ class PrefectConnection:
                     f"cannot reach {url}: {type(err).__name__}: {err}"
                 ) from err
             return url
-        from pygeoapi_prefect.embedded_api import start_embedded_api
+        from pygeoapi_prefect.runtime.embedded_api import start_embedded_api
 
         LOGGER.info("No Prefect API configured: starting the embedded local Prefect API")
         try:

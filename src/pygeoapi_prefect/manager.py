@@ -5,7 +5,7 @@ A job's life, by module:
 1. `manager.PrefectManager.execute_process` validates the request and creates the job's
    flow run (`SCHEDULED`, tagged with the server and process ids): the job id is the
    flow run id;
-2. `embedded.EmbeddedRunner` runs it in a child process with Prefect's flow engine
+2. `runtime.runner.EmbeddedRunner` runs it in a child process with Prefect's flow engine
    (`flows.build_process_flow` wraps the processor), or a Prefect worker runs it when the
    process has a deployment;
 3. `progress.report_progress` and the flow run's states tell how it goes, read back by
@@ -87,8 +87,6 @@ from pygeoapi_prefect.dedup import (
     dedup_key,
     next_key,
 )
-from pygeoapi_prefect.direct import run_direct
-from pygeoapi_prefect.embedded import LABEL_RUNNER, EmbeddedRunner, JobLaunch, runner_id
 from pygeoapi_prefect.errors import (
     DeploymentNotFoundError,
     InvalidInputError,
@@ -122,6 +120,8 @@ from pygeoapi_prefect.results import (
     ResultUnavailableError,
     persist_output,
 )
+from pygeoapi_prefect.runtime.direct import run_direct
+from pygeoapi_prefect.runtime.runner import LABEL_RUNNER, EmbeddedRunner, JobLaunch, runner_id
 from pygeoapi_prefect.schemas import ExceptionDocument, ExecuteRequest
 from pygeoapi_prefect.settings import ManagerSettings, ProcessSettings, process_settings_of
 from pygeoapi_prefect.status import job_status, new_state, state_filter
@@ -1050,7 +1050,7 @@ class PrefectManager(BaseManager):  # type: ignore[misc]
     def _runs_direct(
         self, processor: BaseProcessor, settings: ProcessSettings, subscribed: bool
     ) -> bool:
-        """Whether a job runs without Prefect's flow engine (see `direct`)."""
+        """Whether a job runs without Prefect's flow engine (see `runtime.direct`)."""
         return (
             self.settings.direct_execution
             and not isinstance(processor, BasePrefectProcessor)

@@ -3,7 +3,7 @@
 A process reports progress with `report_progress`, which keeps one Prefect progress
 artifact per flow run up to date (the Prefect UI shows it on the flow-run page). The
 manager reads the newest progress artifact of each running job it shows. Inside Prefect's
-flow engine the job is the current flow run; a job run without the engine (`direct`)
+flow engine the job is the current flow run; a job run without the engine (`runtime.direct`)
 names itself with `progress_of`.
 """
 

@@ -25,9 +25,9 @@ from pygeoapi.plugin import load_plugin
 from pygeoapi.process.hello_world import HelloWorldProcessor
 
 from pygeoapi_prefect._compat import run_flow_run
-from pygeoapi_prefect.direct import run_direct, start_direct
-from pygeoapi_prefect.embedded import JobLaunch
 from pygeoapi_prefect.flows import build_process_flow, job_flow
+from pygeoapi_prefect.runtime.direct import run_direct, start_direct
+from pygeoapi_prefect.runtime.runner import JobLaunch
 from pygeoapi_prefect.settings import ProcessSettings
 
 __all__ = ["prepare", "run_job"]

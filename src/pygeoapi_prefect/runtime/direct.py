@@ -10,7 +10,7 @@ COMPLETED or FAILED. It is listed, read and removed like any other job.
   is created RUNNING, labelled with this web server, so that a restarted server marks it
   crashed if the server dies under it. A dismissal cannot stop a thread, but the job ends
   CANCELLED, its output discarded: it never succeeds after being dismissed.
-- Asynchronous: in the job's own process (`embedded`), like any job, so that a dismissal
+- Asynchronous: in the job's own process (`runner`), like any job, so that a dismissal
   stops it, and a crash ends it CRASHED.
 """
 
@@ -115,7 +115,7 @@ class _JobLog(logging.Handler):
         self._limit = limit
         self._entries: list[LogCreate] = []
 
-    def add(self, level: int, message: str, name: str = "pygeoapi_prefect.direct") -> None:
+    def add(self, level: int, message: str, name: str = "pygeoapi_prefect.runtime.direct") -> None:
         """Add a line of the job's own."""
         self._entries.append(
             LogCreate(

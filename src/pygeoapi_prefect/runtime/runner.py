@@ -1,7 +1,7 @@
 """Where a job runs when no deployment is configured: a child of the pygeoapi process.
 
 Each job is a Prefect flow run executed by Prefect's own flow engine in a process of its
-own, forked from a warm launcher (`_launcher`, Prefect and pygeoapi already imported),
+own, forked from a warm launcher (`launcher`, Prefect and pygeoapi already imported),
 so a job starts in milliseconds instead of the second a fresh interpreter needs, and it
 can be stopped for real by killing its process group. Prefect stays the engine: the flow
 run's state, logs and result live in the Prefect API, and the runner only starts, watches
@@ -103,7 +103,7 @@ def _job_process(pid: int) -> bool:
         return not Path("/proc/self").exists()  # (no /proc here: trust the group check)
     except OSError:
         return False
-    return b"pygeoapi_prefect._launcher" in command  # (a zombie's is empty)
+    return b"pygeoapi_prefect.runtime.launcher" in command  # (a zombie's is empty)
 
 
 def _orphaned(flow_run: FlowRun, host: str) -> bool:
@@ -163,7 +163,7 @@ class _Launcher:
             [
                 sys.executable,
                 "-m",
-                "pygeoapi_prefect._launcher",
+                "pygeoapi_prefect.runtime.launcher",
                 str(command_read),
                 str(event_write),
             ],

@@ -1,6 +1,6 @@
 """The job launcher: a small process that forks one child per job.
 
-The embedded runner starts it once (`python -m pygeoapi_prefect._launcher CMD_FD EVENT_FD`).
+The embedded runner starts it once (`python -m pygeoapi_prefect.runtime.launcher CMD_FD EVENT_FD`).
 It imports Prefect, pygeoapi and the flow engine up front and stays single-threaded, so
 forking it is safe and each job process starts warm, in milliseconds. It talks to the
 runner over two pipes with `multiprocessing.connection.Connection` messages:
@@ -26,9 +26,9 @@ import uuid
 from multiprocessing.connection import Connection
 from typing import NoReturn
 
-from pygeoapi_prefect._child import prepare, run_job
 from pygeoapi_prefect._compat import join_threads_and_run_exit_hooks
-from pygeoapi_prefect.embedded import JobLaunch
+from pygeoapi_prefect.runtime.job_process import prepare, run_job
+from pygeoapi_prefect.runtime.runner import JobLaunch
 
 __all__: list[str] = []
 
