@@ -36,7 +36,7 @@ from werkzeug.wrappers import Response
 from pygeoapi_prefect._compat import flask_app_and_api, replace_request_body
 from pygeoapi_prefect.errors import OGCHTTPError, PrefectUnavailableError
 from pygeoapi_prefect.jobs import JobQuery, JobQueryError, parse_job_id
-from pygeoapi_prefect.manager import PrefectManager, prefect_parameter_limit
+from pygeoapi_prefect.manager import PrefectManager
 from pygeoapi_prefect.raw_results import (
     output_body,
     raw_response,
@@ -54,6 +54,7 @@ from pygeoapi_prefect.schemas import (
     StatusCode,
     StatusInfo,
 )
+from pygeoapi_prefect.submit import prefect_parameter_limit
 from pygeoapi_prefect.validation import InputValidationError, validate_bounds
 
 __all__ = ["create_app", "results_document"]

@@ -22,6 +22,8 @@ from pygeoapi.util import DATETIME_FORMAT, JobStatus
 from pygeoapi_prefect.status import job_status
 
 __all__ = [
+    "ADDED_JOB_KEY",
+    "ADDED_JOB_TAG",
     "JOB_TAG",
     "LABEL_MIMETYPE",
     "MAX_DURATION",
@@ -44,6 +46,16 @@ __all__ = [
 
 JOB_TAG = "pygeoapi"
 """Tag on every flow run that is an OGC job."""
+
+ADDED_JOB_TAG = "pygeoapi-added-job"
+"""Tag of a job that `add_job` recorded: this server's job even when its process is not
+configured (pygeoapi's own callers record jobs of any process id)."""
+
+ADDED_JOB_KEY = "pygeoapi-job:"
+"""Prefix of the idempotency key of a job `add_job` recorded under a caller's identifier.
+
+Prefect chooses flow run ids: such a job's flow run keeps its own id, and answers to the
+caller's identifier too (its idempotency key is this prefix and the identifier)."""
 
 PROCESS_TAG_PREFIX = "pygeoapi-process:"
 """Prefix of the tag that names a job's process, e.g. `pygeoapi-process:hello-world`."""
