@@ -6,13 +6,14 @@ import threading
 import uuid
 from typing import Any
 
-import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import StateType
+from pygeoapi.util import JobStatus, RequestedProcessExecutionMode
 
+from pygeoapi_prefect.manager import PrefectManager
 from pygeoapi_prefect.runtime.runner import LABEL_RUNNER, runner_id
-from tests.conftest import job_status, submit, wait_for, wait_until_final
+from tests.conftest import TERMINAL, job_status, submit, wait_for, wait_until_final
 
 
 def _state_types(job_id: str) -> list[StateType]:
@@ -95,19 +96,29 @@ def test_processes_with_prefect_options_use_the_engine(client: Any) -> None:
     assert states[-1] == StateType.COMPLETED
 
 
-def test_direct_execution_can_be_turned_off(
-    client: Any, manager: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(
-        manager, "settings", manager.settings.model_copy(update={"direct_execution": False})
+def test_direct_execution_can_be_turned_off(manager: Any, prefect_api: str) -> None:
+    engine = PrefectManager(
+        {
+            "name": "pygeoapi_prefect.manager.PrefectManager",
+            "connection": prefect_api,
+            "prefect": {
+                "direct_execution": False,
+                "server_id": manager.settings.server_label,
+            },
+            "processes": manager.processes,
+        }
     )
-    response = _sync(client, "hello-world", {"name": "engine"})
-    assert response.status_code == 200, response.data
-    job_id = response.headers["Location"].rsplit("/", 1)[1]
+    job_id, _, outputs, status, _ = engine.execute_process("hello-world", {"name": "engine"})
+    assert status == JobStatus.successful, outputs
     assert _state_types(job_id)[0] == StateType.SCHEDULED
     _logs(job_id, until="Finished in state Completed")
-    async_id = submit(client, "hello-world", {"name": "engine"})
-    assert wait_until_final(client, async_id)["status"] == "successful"
+    async_id, *_ = engine.execute_process(
+        "hello-world",
+        {"name": "engine"},
+        execution_mode=RequestedProcessExecutionMode.respond_async,
+    )
+    final = wait_for(lambda: engine.get_job(async_id), lambda job: job["status"] in TERMINAL)
+    assert final["status"] == "successful", final
     _logs(async_id, until="Finished in state Completed")
 
 
