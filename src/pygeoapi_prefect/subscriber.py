@@ -35,7 +35,6 @@ from pygeoapi_prefect.callbacks import (
 from pygeoapi_prefect.jobs import process_id_of
 from pygeoapi_prefect.results import as_job_output
 from pygeoapi_prefect.schemas import StatusCode, StatusInfo
-from pygeoapi_prefect.schemas import Subscriber as SubscriberDocument
 
 __all__ = [
     "DELIVERY_GRACE",
@@ -75,11 +74,13 @@ def subscriber_document(subscriber: Subscriber | None) -> dict[str, Any] | None:
     """
     if subscriber is None:
         return None
-    return SubscriberDocument(
-        success_uri=subscriber.success_uri,
-        in_progress_uri=subscriber.in_progress_uri,
-        failed_uri=subscriber.failed_uri,
-    ).to_json_dict(exclude_unset=True)
+    # (a plain mapping, not a model: the values are as the client sent them, which may be
+    # anything, nested too deep to serialise, until `validate_bounds` has checked them)
+    return {
+        "successUri": subscriber.success_uri,
+        "inProgressUri": subscriber.in_progress_uri,
+        "failedUri": subscriber.failed_uri,
+    }
 
 
 def subscriber_labels(subscriber: Subscriber | None, allow: list[str]) -> dict[str, str]:
