@@ -430,29 +430,6 @@ def test_dismiss_stops_the_job_on_the_worker(cluster: Cluster) -> None:
     assert _job(cluster.b, job_id)["status"] == "dismissed"
 
 
-def test_a_job_whose_worker_dies_ends_crashed(cluster: Cluster) -> None:
-    """The worker's machine is lost: its heartbeats stop, the automation crashes the job."""
-    job_id, processes = _running_job(cluster, cluster.a)
-    # The process worker starts each flow run in a session of its own, so a group kill
-    # of the worker would leave the job running: kill everything it started.
-    family = processes | cluster.worker_descendants()
-    killed = time.monotonic()
-    os.killpg(cluster.worker.pid, signal.SIGKILL)
-    _kill_all(family)
-    cluster.worker.wait(10)
-    wait_for(
-        lambda: not _alive(family), timeout=10, interval=0.25, message="the job's processes to die"
-    )
-
-    job = _wait_status(cluster.b, job_id, TERMINAL, timeout=HEARTBEAT_TIMEOUT + 40)
-    elapsed = time.monotonic() - killed
-    print(f"\n[scale-out] job of a killed worker failed after {elapsed:.2f} s")
-    assert job["status"] == "failed", job
-    flow_run = cluster.flow_run(job_id)
-    assert flow_run.state_type == StateType.CRASHED
-    assert "heartbeat" in str(flow_run.state.message if flow_run.state else "")
-
-
 @pytest.mark.parametrize(
     ("process_id", "inputs"),
     [
@@ -495,3 +472,29 @@ def test_identical_submissions_to_two_replicas_at_once_make_one_run(
     for server in (cluster.a, cluster.b):
         assert _wait_status(server, job_id, TERMINAL, timeout=60)["status"] == "successful"
     assert run_ids() - before == {job_id}
+
+
+def test_a_job_whose_worker_dies_ends_crashed(cluster: Cluster) -> None:
+    """The worker's machine is lost: its heartbeats stop, the automation crashes the job.
+
+    (Last in this module: the cluster's worker stays dead.)
+    """
+    job_id, processes = _running_job(cluster, cluster.a)
+    # The process worker starts each flow run in a session of its own, so a group kill
+    # of the worker would leave the job running: kill everything it started.
+    family = processes | cluster.worker_descendants()
+    killed = time.monotonic()
+    os.killpg(cluster.worker.pid, signal.SIGKILL)
+    _kill_all(family)
+    cluster.worker.wait(10)
+    wait_for(
+        lambda: not _alive(family), timeout=10, interval=0.25, message="the job's processes to die"
+    )
+
+    job = _wait_status(cluster.b, job_id, TERMINAL, timeout=HEARTBEAT_TIMEOUT + 40)
+    elapsed = time.monotonic() - killed
+    print(f"\n[scale-out] job of a killed worker failed after {elapsed:.2f} s")
+    assert job["status"] == "failed", job
+    flow_run = cluster.flow_run(job_id)
+    assert flow_run.state_type == StateType.CRASHED
+    assert "heartbeat" in str(flow_run.state.message if flow_run.state else "")
